@@ -1,0 +1,57 @@
+"""``tnadapt.tt`` — tensor trains in PyTorch.
+
+Core conventions: a :class:`TensorTrain` of order ``d`` holds cores of shape
+``(r_{k-1}, n_k, r_k)`` with ``r_0 = r_d = 1``.  Importing this package loads only
+``torch``, ``numpy`` and ``opt_einsum`` and changes no global state.
+
+>>> import torch
+>>> from tnadapt import tt
+>>> a = torch.randn(6, 7, 8, dtype=torch.float64)
+>>> x = tt.TensorTrain.from_dense(a)
+>>> bool(torch.allclose(x.full(), a))
+True
+>>> y = x.round(max_rank=2)
+>>> y.ranks
+(1, 2, 2, 1)
+"""
+
+from .canonical import is_left_orthonormal, is_right_orthonormal, left_qr_step, orthogonalize, right_qr_step
+from .decompositions import tt_svd
+from .indexing import gather, getitem
+from .init import init_core, make_cores
+from .ops import add, contract, dot, hadamard, norm, scale
+from .rounding import round_tt
+from .tensor_train import DEFAULT_MAX_DENSE_ELEMENTS, TensorTrain
+from .truncation import TruncatedSVD, TruncationReport, select_rank, truncated_svd
+from .twosite import SweepReport, dmrg_sweep, merge, replace_two_site, split
+
+__all__ = [
+    "DEFAULT_MAX_DENSE_ELEMENTS",
+    "SweepReport",
+    "TensorTrain",
+    "TruncatedSVD",
+    "TruncationReport",
+    "add",
+    "contract",
+    "dmrg_sweep",
+    "dot",
+    "gather",
+    "getitem",
+    "hadamard",
+    "init_core",
+    "is_left_orthonormal",
+    "is_right_orthonormal",
+    "left_qr_step",
+    "make_cores",
+    "merge",
+    "norm",
+    "orthogonalize",
+    "replace_two_site",
+    "right_qr_step",
+    "round_tt",
+    "scale",
+    "select_rank",
+    "split",
+    "truncated_svd",
+    "tt_svd",
+]

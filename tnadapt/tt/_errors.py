@@ -1,0 +1,81 @@
+"""Shared input checks for :mod:`tnadapt.tt`.
+
+Every public function validates its arguments through these helpers so that a bad
+input always produces a message naming the argument, what was expected and what was
+given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["check_finite", "check_mode", "check_positive_float", "check_rank_spec"]
+
+
+def check_finite(name: str, tensors: Sequence[torch.Tensor]) -> None:
+    """Raise ``ValueError`` if any tensor in ``tensors`` holds NaN or Inf.
+
+    One reduction per tensor and a single host synchronisation for the whole list.
+    """
+    if not tensors:
+        return
+    flags = torch.stack([torch.isfinite(t).all() for t in tensors])
+    if bool(flags.all()):
+        return
+    bad = [i for i, ok in enumerate(flags.tolist()) if not ok]
+    raise ValueError(
+        f"{name}: expected finite values, but core(s) {bad} contain NaN or Inf; refusing to decompose non-finite data"
+    )
+
+
+def check_positive_float(name: str, value: float | None, *, allow_zero: bool = True) -> None:
+    """Check that an optional tolerance is a finite non-negative (or positive) float."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a float, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not (v == v) or v in (float("inf"), float("-inf")) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}: expected a finite float {bound}, got {value!r}")
+
+
+def check_rank_spec(name: str, value: int | Sequence[int] | None, num_bonds: int) -> list[int] | None:
+    """Normalise an int-or-per-bond-list rank argument to a list of ``num_bonds`` ints.
+
+    ``None`` stays ``None`` (no limit).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: expected an int or a list of ints, got bool {value!r}")
+    if isinstance(value, int):
+        values = [value] * num_bonds
+    elif isinstance(value, torch.Tensor) and value.ndim == 0:
+        values = [int(value)] * num_bonds
+    else:
+        try:
+            values = [int(v) for v in value]  # type: ignore[union-attr]
+        except TypeError:
+            raise TypeError(
+                f"{name}: expected an int or a list of {num_bonds} ints, got {type(value).__name__}"
+            ) from None
+        if len(values) != num_bonds:
+            raise ValueError(
+                f"{name}: expected one rank per bond ({num_bonds} values), got {len(values)}: {list(values)}"
+            )
+    for v in values:
+        if v < 1:
+            raise ValueError(f"{name}: ranks must be >= 1, got {values}")
+    return values
+
+
+def check_mode(name: str, mode: int, order: int) -> int:
+    """Normalise a (possibly negative) mode index, raising ``IndexError`` with context."""
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise TypeError(f"{name}: expected an int mode index, got {type(mode).__name__} {mode!r}")
+    if not -order <= mode < order:
+        raise IndexError(f"{name}: mode {mode} is out of range for a tensor train of order {order}")
+    return mode % order

@@ -1,0 +1,86 @@
+"""One-site SVD sweeps shared by TT-SVD and rounding (internal).
+
+Each step truncates the bond on one side of the orthogonality centre by a truncated SVD
+of the centre core's unfolding and pushes ``S Vh`` (or ``U S``) into the neighbour, so
+the centre moves one site.  Because everything outside the centre is orthonormal, the
+discarded singular values are exactly the error committed at that bond and the errors
+of successive bonds are orthogonal: ``||x - y||² = Σ_k discarded_k²``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .truncation import truncated_svd
+
+
+def _svd_step_right(
+    cores: list[torch.Tensor],
+    k: int,
+    *,
+    max_rank: int | None,
+    abs_tol: torch.Tensor | None,
+    cutoff: float | None,
+    min_rank: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r0, n, r1 = cores[k].shape
+    t = truncated_svd(
+        cores[k].reshape(r0 * n, r1), max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank
+    )
+    cores[k] = t.U.reshape(r0, n, t.rank)
+    nxt = cores[k + 1]
+    cores[k + 1] = ((t.S.to(t.Vh.dtype).unsqueeze(1) * t.Vh) @ nxt.reshape(r1, -1)).reshape(
+        t.rank, nxt.shape[1], nxt.shape[2]
+    )
+    return t.discarded, t.singular_values
+
+
+def _svd_step_left(
+    cores: list[torch.Tensor],
+    k: int,
+    *,
+    max_rank: int | None,
+    abs_tol: torch.Tensor | None,
+    cutoff: float | None,
+    min_rank: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r0, n, r1 = cores[k].shape
+    t = truncated_svd(
+        cores[k].reshape(r0, n * r1), max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank
+    )
+    cores[k] = t.Vh.reshape(t.rank, n, r1)
+    prev = cores[k - 1]
+    cores[k - 1] = (prev.reshape(-1, r0) @ (t.U * t.S.to(t.U.dtype).unsqueeze(0))).reshape(
+        prev.shape[0], prev.shape[1], t.rank
+    )
+    return t.discarded, t.singular_values
+
+
+def svd_sweep(
+    cores: list[torch.Tensor],
+    *,
+    direction: str,
+    max_ranks: list[int] | None,
+    abs_tol: torch.Tensor | None,
+    cutoff: float | None,
+    min_rank: int,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Truncate every bond of ``cores`` in place, sweeping ``"right"`` (centre 0 → d-1) or ``"left"``.
+
+    Returns the per-bond discarded norms as a real ``(d-1,)`` tensor ordered by bond
+    index, and the per-bond spectra.
+    """
+    d = len(cores)
+    bonds = range(d - 1)
+    results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    step = _svd_step_right if direction == "right" else _svd_step_left
+    order = bonds if direction == "right" else reversed(bonds)
+    for bond in order:
+        site = bond if direction == "right" else bond + 1
+        cap = None if max_ranks is None else max_ranks[bond]
+        results[bond] = step(cores, site, max_rank=cap, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+    real = cores[0].real.dtype if cores[0].is_complex() else cores[0].dtype
+    if d == 1:
+        return torch.zeros(0, dtype=real, device=cores[0].device), []
+    discarded = torch.stack([results[b][0].to(real) for b in bonds])
+    return discarded, [results[b][1] for b in bonds]

@@ -1,0 +1,162 @@
+"""Truncation contract shared by every SVD-based TT algorithm.
+
+A truncated SVD keeps the ``k`` largest singular values of a bond.  ``k`` is chosen as
+the smallest rank that satisfies *all* of the requested criteria, in the spirit of
+ITensor's ``maxdim``/``cutoff``/``mindim``:
+
+``max_rank``
+    hard upper bound on ``k``;
+``abs_tol``
+    absolute Frobenius budget: the discarded tail must satisfy
+    ``sqrt(sum_{j>=k} s_j**2) <= abs_tol`` (used by TT-SVD / rounding with a relative
+    ``eps``, which is converted to ``eps * ||x|| / sqrt(d - 1)`` per bond);
+``cutoff``
+    per-bond *relative discarded weight* (ITensor/quimb ``cutoff``):
+    ``sum_{j>=k} s_j**2 / sum_j s_j**2 <= cutoff``;
+``min_rank``
+    lower bound on ``k`` (never above the number of singular values); at least 1.
+
+The rank is computed on the tensor's device with a couple of reductions; slicing the
+factors then needs its value on the host, which is a single synchronisation per bond
+and only when a data-dependent criterion (``abs_tol``/``cutoff``) is active.  With only
+``max_rank`` the rank is known statically and no synchronisation happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from . import linalg
+
+if TYPE_CHECKING:
+    from .tensor_train import TensorTrain
+
+__all__ = ["TruncatedSVD", "TruncationReport", "select_rank", "truncated_svd"]
+
+
+def _tail_weights(s: torch.Tensor) -> torch.Tensor:
+    """``tail[k] = sum_{j>=k} s_j**2`` for ``k = 0..len(s)`` (last entry 0)."""
+    sq = (s.to(torch.float64) if s.dtype != torch.float64 else s) ** 2
+    tail = torch.flip(torch.cumsum(torch.flip(sq, (0,)), 0), (0,))
+    return torch.cat([tail, tail.new_zeros(1)])
+
+
+def select_rank(
+    s: torch.Tensor,
+    *,
+    max_rank: int | None = None,
+    abs_tol: float | torch.Tensor | None = None,
+    cutoff: float | None = None,
+    min_rank: int = 1,
+) -> int:
+    """Smallest rank satisfying the truncation criteria for descending singular values ``s``.
+
+    >>> import torch
+    >>> select_rank(torch.tensor([1.0, 1e-3, 1e-6]), abs_tol=1e-2)
+    1
+    >>> select_rank(torch.tensor([1.0, 1e-3, 1e-6]), cutoff=1e-10)
+    2
+    """
+    n = s.shape[-1]
+    upper = n if max_rank is None else min(max_rank, n)
+    lower = max(1, min(min_rank, upper))
+    if abs_tol is None and cutoff is None:
+        return upper
+    tail = _tail_weights(s)
+    counts = []
+    if abs_tol is not None:
+        tol = torch.as_tensor(abs_tol, dtype=torch.float64, device=s.device)
+        counts.append((tail > tol * tol).sum())
+    if cutoff is not None:
+        counts.append((tail > cutoff * tail[0]).sum())
+    k = torch.stack(counts).max()
+    return int(k.clamp(lower, upper))
+
+
+@dataclass(frozen=True)
+class TruncatedSVD:
+    """Result of :func:`truncated_svd`: ``mat ≈ U diag(S) Vh`` with rank ``len(S)``.
+
+    ``discarded`` is the Frobenius norm of the dropped tail ``sqrt(sum s_j**2, j >= k)``
+    (a 0-d real tensor on the input's device); ``singular_values`` the full spectrum.
+    """
+
+    U: torch.Tensor
+    S: torch.Tensor
+    Vh: torch.Tensor
+    discarded: torch.Tensor
+    singular_values: torch.Tensor
+
+    @property
+    def rank(self) -> int:
+        return int(self.S.shape[-1])
+
+
+def truncated_svd(
+    mat: torch.Tensor,
+    *,
+    max_rank: int | None = None,
+    abs_tol: float | torch.Tensor | None = None,
+    cutoff: float | None = None,
+    min_rank: int = 1,
+) -> TruncatedSVD:
+    """Thin SVD of a 2-D ``mat`` truncated by the criteria of :func:`select_rank`.
+
+    >>> import torch
+    >>> m = torch.diag(torch.tensor([3.0, 2.0, 1e-9], dtype=torch.float64))
+    >>> t = truncated_svd(m, abs_tol=1e-6)
+    >>> t.rank, float(t.discarded) < 1e-8
+    (2, True)
+    """
+    u, s, vh = linalg.svd(mat)
+    k = select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+    tail = s[k:]
+    discarded = torch.linalg.vector_norm(tail) if tail.numel() else s.new_zeros(())
+    return TruncatedSVD(U=u[:, :k], S=s[:k], Vh=vh[:k, :], discarded=discarded, singular_values=s)
+
+
+@dataclass(frozen=True)
+class TruncationReport:
+    """What a TT truncation (TT-SVD, rounding, two-site sweep) did, bond by bond.
+
+    Attributes
+    ----------
+    tt:
+        The truncated train.
+    discarded:
+        Real tensor ``(d-1,)``: Frobenius norm of the singular values dropped at each bond
+        ``k`` (between cores ``k`` and ``k+1``).  For a sweep with several passes, the sum
+        over passes of squares, square-rooted.
+    singular_values:
+        The full spectrum seen at each bond before truncation (last pass).
+    ranks_before, ranks_after:
+        TT ranks ``(1, r_1, ..., r_{d-1}, 1)`` before and after.
+    reference_norm:
+        ``||x||`` of the input (0-d real tensor), used for relative errors.
+    """
+
+    tt: TensorTrain
+    discarded: torch.Tensor
+    singular_values: tuple[torch.Tensor, ...]
+    ranks_before: tuple[int, ...]
+    ranks_after: tuple[int, ...]
+    reference_norm: torch.Tensor
+
+    @property
+    def error(self) -> torch.Tensor:
+        """``sqrt(sum_k discarded_k**2)``: the exact error ``||x - tt||`` for one-pass
+        canonical truncations (TT-SVD, rounding), an upper bound otherwise."""
+        return torch.linalg.vector_norm(self.discarded)
+
+    @property
+    def relative_error(self) -> torch.Tensor:
+        """``error / ||x||`` (0 for the zero tensor)."""
+        ref = self.reference_norm
+        return torch.where(ref > 0, self.error / torch.where(ref > 0, ref, torch.ones_like(ref)), torch.zeros_like(ref))
+
+    @property
+    def num_params(self) -> int:
+        return self.tt.num_params
