@@ -1,0 +1,389 @@
+"""MetaTT: one global tensor train shared by every adapted ``nn.Linear`` of a model.
+
+:class:`GlobalTTAdapter` owns the cores of the tensor train
+
+    ΔW[i, m_1, ..., m_k, (h,) o] = G_in[i] · G_{m_1}[m_1] ··· G_{m_k}[m_k] · (G_head[h] ·) G_out[o]
+
+(input core first, output core last, user-named index modes in between in the order
+given; paper §2.3).  One slice ``(m_1, ..., m_k)`` is the low-rank update of one adapted
+layer: ``y = alpha * ((x @ G_in) @ M) @ G_out`` with the small ``r × r`` middle product
+``M`` built once per call — a dense ``ΔW`` is never formed on the forward path.
+
+A mode whose index is not fixed by the layer (e.g. ``task`` in MetaTT-(4+1)D) is given
+per call, either as an ``int`` or a ``(batch,)`` tensor of per-sample indices; the
+per-sample case gathers ``batch`` middle matrices at once and applies them with one
+batched matmul.
+
+>>> import torch
+>>> from tnadapt.nn import GlobalTTAdapter
+>>> a = GlobalTTAdapter(768, 768, {"layer": 12, "matrix": 2}, ranks=8)   # MetaTT-4D, RoBERTa-base shapes
+>>> a.num_parameters(), a.core_names, a.ranks
+(13184, ('in', 'layer', 'matrix', 'out'), (1, 8, 8, 8, 1))
+>>> bool((a.delta_weight(layer=3, matrix=1) == 0).all())     # ze-id-id-id: ΔW = 0 at init
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..tt import TensorTrain
+from ..tt.init import INIT_NAMES, init_core, interior_ranks
+
+__all__ = [
+    "INIT_ALIASES",
+    "GlobalTTAdapter",
+    "lora_num_parameters",
+    "parse_init",
+]
+
+#: Short names accepted in init strings such as ``"ze-id-id-id"`` (paper D.4).
+INIT_ALIASES: dict[str, str] = {"ze": "zeros", "id": "identity", "no": "normal", "or": "orthogonal"}
+
+#: Names the in/out/head cores use; index modes may not take them.
+_RESERVED = ("in", "out", "head")
+
+Index = int | torch.Tensor
+
+
+def parse_init(
+    init: str | Sequence[str] | None, num_cores: int, *, std: float | None = 0.2
+) -> list[tuple[str, float | None]]:
+    """Normalise an init spec into ``num_cores`` pairs ``(kind, std)``.
+
+    ``init`` is a dash-separated string with one token per core (``"ze-id-id-id"``), a
+    list of tokens, a single token applied to every core, or ``None`` for the paper's
+    default (first core zero, all others identity).  Tokens: ``ze``/``zeros``,
+    ``id``/``identity``, ``no``/``normal``, ``or``/``orthogonal``; ``no`` and ``or`` take an
+    optional std after a colon (``"no:0.02"``), otherwise ``std`` (paper: 0.2 for ``no``).
+
+    >>> parse_init("ze-no:0.1-id", 3)
+    [('zeros', None), ('normal', 0.1), ('identity', None)]
+    >>> parse_init(None, 4)[0], parse_init(None, 4)[3]
+    (('zeros', None), ('identity', None))
+    """
+    if init is None:
+        tokens = ["zeros"] + ["identity"] * (num_cores - 1)
+    elif isinstance(init, str):
+        tokens = init.split("-") if "-" in init else [init] * num_cores
+    else:
+        tokens = list(init)
+    if len(tokens) != num_cores:
+        raise ValueError(
+            f"init: expected one token per core ({num_cores} cores), got {len(tokens)} in {init!r}; "
+            f"write e.g. {'-'.join(['ze'] + ['id'] * (num_cores - 1))!r}"
+        )
+    out: list[tuple[str, float | None]] = []
+    for tok in tokens:
+        if not isinstance(tok, str):
+            raise TypeError(f"init: expected string tokens, got {type(tok).__name__} {tok!r}")
+        name, _, std_text = tok.strip().partition(":")
+        kind = INIT_ALIASES.get(name, name)
+        if kind not in INIT_NAMES:
+            raise ValueError(
+                f"init: unknown token {tok!r}; expected one of {sorted(INIT_ALIASES)} or {list(INIT_NAMES)}"
+            )
+        tok_std: float | None = None
+        if std_text:
+            try:
+                tok_std = float(std_text)
+            except ValueError:
+                raise ValueError(f"init: could not read the std in token {tok!r}") from None
+        elif kind == "normal":
+            tok_std = std
+        out.append((kind, tok_std))
+    return out
+
+
+def lora_num_parameters(in_features: int, out_features: int, rank: int, num_layers: int = 1) -> int:
+    """Trainable parameters of plain LoRA: ``num_layers * rank * (in + out)``.
+
+    >>> lora_num_parameters(768, 768, 8, num_layers=12 * 2)    # RoBERTa-base, query+value
+    294912
+    """
+    return int(num_layers) * int(rank) * (int(in_features) + int(out_features))
+
+
+def _check_pos_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+class GlobalTTAdapter(nn.Module):
+    """One tensor train ``(in, *modes, [head], out)`` whose cores are ``nn.Parameter`` s.
+
+    Parameters
+    ----------
+    in_features, out_features:
+        Sizes of the adapted layers' input and output (``x`` has last dim ``in_features``).
+    modes:
+        Ordered mapping ``name -> size`` of the index modes between the in and out cores,
+        e.g. ``{"layer": 12, "matrix": 2}`` (MetaTT-4D) or ``{"layer": 12, "task": 3,
+        "matrix": 2}`` (MetaTT-(4+1)D).  Any names except ``in``/``out``/``head``.
+    ranks:
+        Bond dimension(s): an int for every bond or one int per bond (``num_cores - 1``).
+    alpha:
+        Plain multiplier of the update (not ``alpha / r``).
+    init:
+        Per-core init, see :func:`parse_init`; default ``None`` = zero input core, identity
+        elsewhere (``"ze-id-id-id"`` for 4D), so ``ΔW = 0`` at init.
+    heads:
+        MetaTT-5D: split the output leg into ``(heads, out_features // heads)`` with its own
+        core (``head`` mode, row-major: output index ``o = h * (out_features // heads) + o'``).
+    init_std:
+        Std of ``normal`` cores without an explicit std (paper D.4 uses 0.2).
+    dtype, device, generator:
+        Where the cores live; ``generator`` seeds random inits.
+
+    Shapes: :meth:`forward` takes ``x`` of shape ``(..., in_features)`` and returns the
+    update of shape ``(..., out_features)``; with a ``(batch,)`` index tensor the first dim
+    of ``x`` must be ``batch``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        modes: Mapping[str, int],
+        ranks: int | Sequence[int],
+        alpha: float = 1.0,
+        init: str | Sequence[str] | None = None,
+        heads: int | None = None,
+        *,
+        init_std: float | None = 0.2,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = _check_pos_int("in_features", in_features)
+        self.out_features = _check_pos_int("out_features", out_features)
+        if not isinstance(modes, Mapping):
+            raise TypeError(f"modes: expected a mapping name -> size, got {type(modes).__name__}")
+        mode_sizes: dict[str, int] = {}
+        for name, size in modes.items():
+            if not isinstance(name, str) or not name.isidentifier() or name in _RESERVED:
+                raise ValueError(f"modes: mode names must be identifiers other than {_RESERVED}, got {name!r}")
+            mode_sizes[name] = _check_pos_int(f"modes[{name!r}]", size)
+        self.mode_sizes: dict[str, int] = mode_sizes
+        if heads is not None:
+            heads = _check_pos_int("heads", heads)
+            if out_features % heads:
+                raise ValueError(
+                    f"heads: out_features={out_features} is not divisible by heads={heads} "
+                    f"(the output leg is split as (heads, out_features // heads))"
+                )
+        self.heads = heads
+        self.alpha = float(alpha)
+        self.core_names: tuple[str, ...] = ("in", *mode_sizes, *(("head",) if heads else ()), "out")
+        shape = self._leg_sizes()
+        full_ranks = interior_ranks(shape, ranks)
+        specs = parse_init(init, len(shape), std=init_std)
+        self.init_spec: tuple[str, ...] = tuple(kind if s is None else f"{kind}:{s:g}" for kind, s in specs)
+        cores = [
+            init_core(
+                full_ranks[k],
+                shape[k],
+                full_ranks[k + 1],
+                kind,
+                std=s,
+                generator=generator,
+                dtype=dtype,
+                device=device,
+            )
+            for k, (kind, s) in enumerate(specs)
+        ]
+        self.cores = nn.ParameterList([nn.Parameter(c) for c in cores])
+
+    # ------------------------------------------------------------------ structure
+    def _leg_sizes(self) -> list[int]:
+        out_leg = self.out_features // self.heads if self.heads else self.out_features
+        return [self.in_features, *self.mode_sizes.values(), *((self.heads,) if self.heads else ()), out_leg]
+
+    @property
+    def modes(self) -> dict[str, int]:
+        """The index modes ``name -> size`` (between the in and out cores)."""
+        return dict(self.mode_sizes)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Leg sizes of the train, one per core (the out leg is ``out/heads`` in head mode)."""
+        return tuple(int(c.shape[1]) for c in self.cores)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """TT ranks ``(1, r_1, ..., r_{d-1}, 1)``."""
+        return (1, *(int(c.shape[2]) for c in self.cores))
+
+    @property
+    def zero_at_init(self) -> bool:
+        """Whether the init spec has a zero core (then ``ΔW = 0`` exactly at init)."""
+        return any(s == "zeros" for s in self.init_spec)
+
+    def tt(self) -> TensorTrain:
+        """The train over the live Parameters (autograd flows to the cores)."""
+        return TensorTrain(list(self.cores))
+
+    def num_parameters(self) -> int:
+        """Number of trainable entries, ``sum_k r_{k-1} n_k r_k``."""
+        return sum(int(c.numel()) for c in self.cores)
+
+    @torch.no_grad()
+    def set_cores(self, cores: Sequence[torch.Tensor]) -> None:
+        """Write new cores into the existing Parameters (ranks may change, legs may not).
+
+        Each new core is cast to its Parameter's dtype/device and assigned via
+        ``param.data``; ``param.grad`` is reset to ``None``.  Optimisers holding the
+        Parameters must be rebuilt when shapes change.
+        """
+        cores = list(cores)
+        if len(cores) != len(self.cores):
+            raise ValueError(f"cores: expected {len(self.cores)} cores {self.core_names}, got {len(cores)}")
+        for k, (new, name) in enumerate(zip(cores, self.core_names)):
+            if not isinstance(new, torch.Tensor) or new.ndim != 3:
+                got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
+                raise ValueError(f"cores[{k}] ({name}): expected a 3-D tensor (r_left, n, r_right), got {got}")
+            if new.shape[1] != self.cores[k].shape[1]:
+                raise ValueError(
+                    f"cores[{k}] ({name}): leg size must stay {self.cores[k].shape[1]}, got shape {tuple(new.shape)}"
+                )
+        TensorTrain(cores)  # validates chained and boundary ranks
+        for param, new in zip(self.cores, cores):
+            param.data = new.detach().to(device=param.device, dtype=param.dtype).clone()
+            param.grad = None
+
+    # ------------------------------------------------------------------ slices
+    def _resolve(self, index: Mapping[str, Index]) -> list[Index]:
+        unknown = set(index) - set(self.mode_sizes)
+        if unknown:
+            raise ValueError(
+                f"index: unknown mode(s) {sorted(unknown)}; this adapter has modes {list(self.mode_sizes)}"
+            )
+        out: list[Index] = []
+        for name, size in self.mode_sizes.items():
+            if name not in index or index[name] is None:
+                if size == 1:
+                    out.append(0)
+                    continue
+                raise ValueError(
+                    f"index: mode {name!r} (size {size}) needs an index; pass {name}=<int or (batch,) tensor>"
+                    + (" or use tnadapt.nn.adapter_context(model, task_ids=...)" if name == "task" else "")
+                )
+            idx = index[name]
+            if isinstance(idx, torch.Tensor) and idx.ndim == 1:
+                if idx.dtype.is_floating_point or idx.dtype == torch.bool:
+                    raise TypeError(f"index[{name!r}]: expected an integer tensor, got dtype {idx.dtype}")
+                out.append(idx)
+                continue
+            if isinstance(idx, torch.Tensor) and idx.ndim == 0:
+                idx = int(idx)
+            if isinstance(idx, bool) or not isinstance(idx, int):
+                raise TypeError(f"index[{name!r}]: expected an int or a 1-D integer tensor, got {idx!r}")
+            if not 0 <= idx < size:
+                raise IndexError(f"index[{name!r}]: {idx} is out of range for mode {name!r} of size {size}")
+            out.append(idx)
+        return out
+
+    def _middle(self, index: Mapping[str, Index]) -> torch.Tensor | None:
+        """``alpha * prod_k G_k[:, i_k, :]`` over the index modes: ``(r, r')`` or ``(batch, r, r')``."""
+        acc: torch.Tensor | None = None
+        for k, idx in enumerate(self._resolve(index), start=1):
+            core = self.cores[k]
+            if isinstance(idx, torch.Tensor):
+                idx = idx.to(core.device)
+                sl = core.index_select(1, idx).permute(1, 0, 2)  # (batch, r_left, r_right)
+            else:
+                sl = core[:, idx, :]
+            acc = sl if acc is None else acc @ sl
+        return acc
+
+    def _right(self) -> torch.Tensor:
+        """Output factor ``(r, out_features)``: the out core, merged with the head core in 5D."""
+        out = self.cores[-1]
+        if self.heads is None:
+            return out.reshape(out.shape[0], out.shape[1])
+        head = self.cores[-2]  # (r_a, H, r_b)
+        merged = head.reshape(-1, head.shape[2]) @ out.reshape(out.shape[0], out.shape[1])
+        return merged.reshape(head.shape[0], self.out_features)
+
+    def _right_and_middle(self, index: Mapping[str, Index]) -> tuple[torch.Tensor | None, torch.Tensor]:
+        middle = self._middle(index)
+        scale = torch.as_tensor(self.alpha, dtype=self.cores[0].dtype, device=self.cores[0].device)
+        middle = scale if middle is None else middle * self.alpha
+        return middle, self._right()
+
+    def lora_factors(self, **index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact LoRA factors ``(A, B)`` of one slice in peft's layout: ``A (r_1, in)``, ``B (out, r_1)``.
+
+        ``B @ A == delta_weight(**index)`` (``alpha`` folded into ``B``), so a LoRA with these
+        factors and scaling 1 reproduces the slice exactly.
+        """
+        idx = self._resolve(index)
+        if any(isinstance(i, torch.Tensor) for i in idx):
+            raise TypeError("index: lora_factors needs one int per mode, not per-sample index tensors")
+        middle, right = self._right_and_middle(index)
+        first = self.cores[0]
+        a = first.reshape(first.shape[1], first.shape[2]).T
+        b = (middle @ right).T if middle.ndim == 2 else (middle * right).T
+        return a, b
+
+    def delta(self, **index: int) -> TensorTrain:
+        """The 2-mode train ``(in_features, out_features)`` of one slice (``alpha`` included).
+
+        Its ``full()`` is ``alpha * ΔW`` in ``x @ ΔW`` layout (``in × out``).
+        """
+        a, b = self.lora_factors(**index)
+        return TensorTrain([a.T.unsqueeze(0), b.T.unsqueeze(2)])
+
+    def delta_weight(self, **index: int) -> torch.Tensor:
+        """Dense ``alpha * ΔW`` of one slice, shape ``(out_features, in_features)`` (``nn.Linear.weight`` layout).
+
+        >>> a = GlobalTTAdapter(6, 4, {"layer": 2}, ranks=3, init="no-no-no")
+        >>> x = torch.randn(5, 6)
+        >>> bool(torch.allclose(a(x, layer=1), x @ a.delta_weight(layer=1).T, atol=1e-6))
+        True
+        """
+        a, b = self.lora_factors(**index)
+        return b @ a
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, **index: Index) -> torch.Tensor:
+        """``alpha * ((x @ G_in) @ M) @ G_out`` for the slice ``index`` (one int or ``(batch,)`` tensor per mode)."""
+        return self.forward_delta(x, index)
+
+    def forward_delta(self, x: torch.Tensor, key: Mapping[str, Index]) -> torch.Tensor:
+        """Adapter output for ``x (..., in_features)`` and slice ``key``; shape ``(..., out_features)``.
+
+        ``x`` is cast to the cores' dtype; the result has the cores' dtype.
+        """
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected last dim in_features={self.in_features}, got shape {tuple(x.shape)}")
+        first = self.cores[0]
+        x = x.to(first.dtype)
+        middle, right = self._right_and_middle(key)
+        h = x @ first.reshape(first.shape[1], first.shape[2])
+        if middle.ndim == 3:
+            batch = middle.shape[0]
+            if x.ndim < 2 or x.shape[0] != batch:
+                raise ValueError(
+                    f"x: per-sample indices of length {batch} need x with leading batch dim {batch}, "
+                    f"got shape {tuple(x.shape)}"
+                )
+            lead = h.shape[:-1]
+            h = torch.bmm(h.reshape(batch, -1, h.shape[-1]), middle).reshape(*lead, middle.shape[-1])
+        else:
+            h = h @ middle if middle.ndim == 2 else h * middle
+        return h @ right
+
+    def extra_repr(self) -> str:
+        modes = ", ".join(f"{k}={v}" for k, v in self.mode_sizes.items())
+        head = f", heads={self.heads}" if self.heads else ""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, modes=({modes}){head}, "
+            f"ranks={self.ranks}, alpha={self.alpha:g}, init={'-'.join(self.init_spec)}"
+        )
