@@ -20,6 +20,7 @@ from .decompositions import tt_svd
 from .indexing import gather, getitem
 from .init import init_core, make_cores
 from .ops import add, contract, dot, hadamard, norm, scale
+from .padding import max_ranks, pad_ranks
 from .rounding import round_tt
 from .tensor_train import DEFAULT_MAX_DENSE_ELEMENTS, TensorTrain
 from .truncation import TruncatedSVD, TruncationReport, select_rank, truncated_svd
@@ -43,9 +44,11 @@ __all__ = [
     "is_right_orthonormal",
     "left_qr_step",
     "make_cores",
+    "max_ranks",
     "merge",
     "norm",
     "orthogonalize",
+    "pad_ranks",
     "replace_two_site",
     "right_qr_step",
     "round_tt",
