@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from ._errors import check_finite, check_positive_float, check_rank_spec
+from ._numerics import stable_norm
 from .tensor_train import TensorTrain
 from .truncation import TruncationReport, truncated_svd
 
@@ -51,7 +52,7 @@ def tt_svd(
     d = tensor.ndim
     caps = check_rank_spec("max_rank", max_rank, d - 1)
     shape = tuple(tensor.shape)
-    ref = torch.linalg.vector_norm(tensor)
+    ref = stable_norm(tensor)
     abs_tol = None if eps is None or d == 1 else ref * (eps / (d - 1) ** 0.5)
     cores: list[torch.Tensor] = []
     discarded: list[torch.Tensor] = []

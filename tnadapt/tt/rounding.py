@@ -25,9 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from ._errors import check_finite, check_positive_float, check_rank_spec
+from ._numerics import stable_norm
 from ._sweeps import svd_sweep
 from .canonical import orthogonalize
 from .tensor_train import TensorTrain
@@ -77,7 +76,7 @@ def round_tt(
     to_right = tt.center is None or tt.center <= (d - 1) / 2
     x = orthogonalize(tt, 0 if to_right else d - 1)
     assert x.center is not None
-    ref = torch.linalg.vector_norm(x.cores[x.center])
+    ref = stable_norm(x.cores[x.center])
     abs_tol = None if eps is None or d == 1 else ref * (eps / (d - 1) ** 0.5)
     cores = list(x.cores)
     discarded, spectra = svd_sweep(

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import linalg
+from ._numerics import stable_norm
 
 if TYPE_CHECKING:
     from .tensor_train import TensorTrain
@@ -38,10 +39,15 @@ __all__ = ["TruncatedSVD", "TruncationReport", "select_rank", "truncated_svd"]
 
 
 def _tail_weights(s: torch.Tensor) -> torch.Tensor:
-    """``tail[k] = sum_{j>=k} s_j**2`` for ``k = 0..len(s)`` (last entry 0)."""
-    sq = (s.to(torch.float64) if s.dtype != torch.float64 else s) ** 2
+    """``tail[k] = sum_{j>=k} s_j**2`` for ``k = 0..len(s)`` (last entry 0), in ``s``'s dtype."""
+    sq = s**2
     tail = torch.flip(torch.cumsum(torch.flip(sq, (0,)), 0), (0,))
     return torch.cat([tail, tail.new_zeros(1)])
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    """Tail sums run in float64 on every device that has it (MPS does not)."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def select_rank(
@@ -65,10 +71,15 @@ def select_rank(
     lower = max(1, min(min_rank, upper))
     if abs_tol is None and cutoff is None:
         return upper
-    tail = _tail_weights(s)
+    # Work relative to the largest singular value so no square over- or underflows
+    # (s ~ 1e-200 in float64, or a float32 tail on MPS); comparisons are scale-free.
+    work = s.detach().to(_work_dtype(s.device))
+    top = work.abs().amax()
+    scale = torch.where(top > 0, top, torch.ones_like(top))
+    tail = _tail_weights(work / scale)
     counts = []
     if abs_tol is not None:
-        tol = torch.as_tensor(abs_tol, dtype=torch.float64, device=s.device)
+        tol = torch.as_tensor(abs_tol, device=s.device).detach().to(work.dtype) / scale
         counts.append((tail > tol * tol).sum())
     if cutoff is not None:
         counts.append((tail > cutoff * tail[0]).sum())
@@ -114,7 +125,7 @@ def truncated_svd(
     u, s, vh = linalg.svd(mat)
     k = select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
     tail = s[k:]
-    discarded = torch.linalg.vector_norm(tail) if tail.numel() else s.new_zeros(())
+    discarded = stable_norm(tail) if tail.numel() else s.new_zeros(())
     return TruncatedSVD(U=u[:, :k], S=s[:k], Vh=vh[:k, :], discarded=discarded, singular_values=s)
 
 
@@ -149,7 +160,7 @@ class TruncationReport:
     def error(self) -> torch.Tensor:
         """``sqrt(sum_k discarded_k**2)``: the exact error ``||x - tt||`` for one-pass
         canonical truncations (TT-SVD, rounding), an upper bound otherwise."""
-        return torch.linalg.vector_norm(self.discarded)
+        return stable_norm(self.discarded)
 
     @property
     def relative_error(self) -> torch.Tensor:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ._errors import check_mode, check_positive_float
+from ._numerics import stable_norm
 from .canonical import orthogonalize
 from .rounding import check_truncation_args
 from .tensor_train import TensorTrain
@@ -77,7 +78,7 @@ def split(
     mat = supercore.reshape(r0 * n0, n1 * r2)
     tol = abs_tol
     if eps is not None:
-        rel = torch.linalg.vector_norm(mat) * eps
+        rel = stable_norm(mat) * eps
         tol = rel if tol is None else torch.minimum(torch.as_tensor(tol, dtype=rel.dtype, device=rel.device), rel)
     t = truncated_svd(mat, max_rank=max_rank, abs_tol=tol, cutoff=cutoff, min_rank=min_rank)
     s = t.S.to(t.U.dtype)
@@ -169,7 +170,7 @@ def dmrg_sweep(
     caps = check_truncation_args(tt, max_rank, eps, cutoff, min_rank)
     d = tt.order
     x = orthogonalize(tt, 0) if canonicalize else tt
-    ref = torch.linalg.vector_norm(x.cores[0]) if canonicalize else tt.norm()
+    ref = stable_norm(x.cores[0]) if canonicalize else tt.norm()
     abs_tol = None if eps is None or d == 1 else ref * (eps / (d - 1) ** 0.5)
     cores = list(x.cores)
     real = ref.dtype
