@@ -13,12 +13,14 @@ squares the condition number and cannot overflow/underflow through ``dot(x, x)``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import opt_einsum
 import torch
 
 from ._errors import check_mode
+from ._numerics import stable_norm
 from .tensor_train import TensorTrain
 
 __all__ = ["absorb_matrices", "add", "check_compatible", "contract", "dot", "hadamard", "norm", "scale"]
@@ -65,10 +67,24 @@ def add(a: TensorTrain, b: TensorTrain) -> TensorTrain:
 
 
 def scale(a: TensorTrain, alpha: float | complex | torch.Tensor) -> TensorTrain:
-    """``alpha * a``: the scalar multiplies the core at the orthogonality centre (or the first)."""
+    """``alpha * a``: the scalar multiplies the core at the orthogonality centre (or the first).
+
+    The result dtype follows torch's promotion for ``core * alpha``: a complex ``alpha``
+    (Python or 0-d tensor) turns a real train complex, promoting every core; a real
+    scalar keeps the train's dtype.
+
+    >>> import torch
+    >>> from tnadapt.tt import TensorTrain
+    >>> x = TensorTrain.random((2, 3), 2, generator=torch.Generator().manual_seed(0))
+    >>> scale(x, 2j).dtype
+    torch.complex64
+    """
     k = a.center if a.center is not None else 0
     cores = list(a.cores)
-    cores[k] = cores[k] * alpha
+    scaled = cores[k] * alpha
+    if scaled.dtype != a.dtype:
+        cores = [c.to(scaled.dtype) for c in cores]
+    cores[k] = scaled
     return TensorTrain(cores, center=a.center)
 
 
@@ -112,7 +128,7 @@ def norm(a: TensorTrain) -> torch.Tensor:
 
     x = a if a.center is not None else orthogonalize(a, a.order - 1)
     assert x.center is not None
-    return torch.linalg.vector_norm(x.cores[x.center])
+    return stable_norm(x.cores[x.center])
 
 
 def contract(tt: TensorTrain, factors: Mapping[int, torch.Tensor]) -> TensorTrain | torch.Tensor:
@@ -121,6 +137,7 @@ def contract(tt: TensorTrain, factors: Mapping[int, torch.Tensor]) -> TensorTrai
     ``factors[k]`` is either a vector of shape ``(n_k,)``, which contracts mode ``k``
     away (``sum_i v[i] X[..., i, ...]``), or a matrix of shape ``(m, n_k)``, which maps
     mode ``k`` to size ``m`` (``Y[..., j, ...] = sum_i M[j, i] X[..., i, ...]``).
+    Cores and factors are promoted to a common dtype (``torch.promote_types``).
     Returns a ``TensorTrain`` over the remaining modes, or a 0-d tensor when every mode
     is contracted with a vector (then the whole network is contracted in the order
     planned by ``opt_einsum``).
@@ -145,21 +162,25 @@ def contract(tt: TensorTrain, factors: Mapping[int, torch.Tensor]) -> TensorTrai
             raise ValueError(
                 f"factors[{mode}]: last dimension {factor.shape[-1]} does not match mode size {tt.shape[k]}"
             )
-        normalized[k] = factor.to(device=tt.device, dtype=torch.result_type(factor, tt.cores[0]))
+        normalized[k] = factor.to(device=tt.device)
+    # Promote cores and factors to one dtype (a float64 or complex factor widens the train).
+    dtype = functools.reduce(torch.promote_types, (f.dtype for f in normalized.values()), tt.dtype)
+    normalized = {k: f.to(dtype) for k, f in normalized.items()}
+    tt_cores = [c.to(dtype) for c in tt.cores]
     if len(normalized) == d and all(f.ndim == 1 for f in normalized.values()):
         operands: list[object] = []
-        for k, core in enumerate(tt.cores):
+        for k, core in enumerate(tt_cores):
             operands += [core, [2 * k, 2 * k + 1, 2 * k + 2], normalized[k], [2 * k + 1]]
         return opt_einsum.contract(*operands, [0, 2 * d], backend="torch").reshape(())
     items: list[torch.Tensor] = []
-    for k, core in enumerate(tt.cores):
+    for k, core in enumerate(tt_cores):
         factor = normalized.get(k)
         if factor is None:
             items.append(core)
         elif factor.ndim == 1:
-            items.append(torch.einsum("anb,n->ab", core.to(factor.dtype), factor))
+            items.append(torch.einsum("anb,n->ab", core, factor))
         else:
-            items.append(torch.einsum("anb,mn->amb", core.to(factor.dtype), factor))
+            items.append(torch.einsum("anb,mn->amb", core, factor))
     return absorb_matrices(items)
 
 
