@@ -1,7 +1,8 @@
 """Indexing tensor trains: ``x[i, j, ...]`` and batched element gathers.
 
-Per mode an index may be an ``int`` (fixes the mode; negative counts from the end), a
-``slice``, or a 1-D integer list/tensor (selects entries along the mode, like
+Per mode an index may be an integer (``int``, numpy integer or 0-d integer tensor; fixes
+the mode; negative counts from the end), a ``slice`` (any step, Python semantics; it must
+select at least one entry), or a 1-D integer list/tensor (selects entries along the mode, like
 ``torch.index_select``).  ``...`` expands to full slices; missing trailing indices are
 full slices.  Fixed modes are absorbed into a neighbouring core, so the result is a
 ``TensorTrain`` over the remaining modes, or a 0-d tensor when every mode is fixed.
@@ -10,8 +11,10 @@ Use ``.full()`` on the result for a dense tensor.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
+import numpy as np
 import torch
 
 from .ops import absorb_matrices
@@ -34,20 +37,35 @@ def _expand_index(index: Any, d: int) -> list[Any]:
     return items + [slice(None)] * (d - len(items))
 
 
+def _as_int(idx: Any) -> int | None:
+    """``idx`` as a Python int if it is a scalar integer (int, numpy integer, 0-d integer tensor)."""
+    if isinstance(idx, (bool, np.bool_)):
+        return None
+    if isinstance(idx, torch.Tensor):
+        ok = idx.ndim == 0 and not (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool)
+        return int(idx) if ok else None
+    try:
+        return operator.index(idx)
+    except TypeError:
+        return None
+
+
 def _select(core: torch.Tensor, k: int, idx: Any) -> torch.Tensor:
     n = core.shape[1]
-    if isinstance(idx, bool):
+    if isinstance(idx, (bool, np.bool_)):
         raise IndexError(f"index[{k}]: boolean indices are not supported")
-    if isinstance(idx, int) or (isinstance(idx, torch.Tensor) and idx.ndim == 0 and not idx.is_floating_point()):
-        i = int(idx)
+    i = _as_int(idx)
+    if i is not None:
         if not -n <= i < n:
             raise IndexError(f"index[{k}]: {i} is out of range for mode {k} of size {n}")
         return core[:, i % n, :]
     if isinstance(idx, slice):
-        out = core[:, idx, :]
-        if out.shape[1] == 0:
+        positions = range(n)[idx]  # Python semantics, negative steps included
+        if len(positions) == 0:
             raise IndexError(f"index[{k}]: slice {idx} selects no entries of mode {k} (size {n})")
-        return out
+        if positions.step == 1:
+            return core[:, positions.start : positions.stop, :]
+        return core.index_select(1, torch.arange(positions.start, positions.stop, positions.step, device=core.device))
     tensor = torch.as_tensor(idx, device=core.device)
     if tensor.ndim != 1 or tensor.is_floating_point() or tensor.dtype == torch.bool or tensor.numel() == 0:
         raise IndexError(f"index[{k}]: expected an int, a slice or a non-empty 1-D integer index, got {idx!r}")
