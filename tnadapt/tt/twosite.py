@@ -131,10 +131,14 @@ class SweepReport(TruncationReport):
     ``passes[0]`` is the left-to-right pass, ``passes[1]`` the right-to-left pass, each a
     ``(d-1,)`` tensor of per-bond discarded norms; ``discarded`` combines them
     (``sqrt(p0² + p1²)``).  ``||x - result|| <= ||passes[0]|| + ||passes[1]||``, and each
-    pass's error is exact when ``canonicalize=True``.
+    pass's error is exact when ``canonicalize=True``.  ``pass_spectra[p][k]`` is the full
+    spectrum pass ``p`` saw at bond ``k`` (``singular_values`` is the last pass's); with
+    ``canonicalize=True`` the first pass does the truncating, so ``pass_spectra[0]`` holds the
+    pre-truncation spectra.
     """
 
     passes: tuple[torch.Tensor, ...] = ()
+    pass_spectra: tuple[tuple[torch.Tensor, ...], ...] = ()
 
 
 def dmrg_sweep(
@@ -189,6 +193,7 @@ def dmrg_sweep(
 
     for k in range(d - 1):
         first[k] = step(k, "right", None if caps is None else caps[k], abs_tol, cutoff)
+    first_spectra = tuple(spectra)
     for k in range(d - 2, -1, -1):
         if canonicalize:
             second[k] = step(k, "left", cores[k].shape[2], None, None)
@@ -205,4 +210,5 @@ def dmrg_sweep(
         ranks_after=out.ranks,
         reference_norm=ref,
         passes=(p0, p1),
+        pass_spectra=(first_spectra, tuple(spectra)),
     )
