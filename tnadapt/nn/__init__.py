@@ -1,10 +1,92 @@
-"""``tnadapt.nn`` — tensor-network adapters (MetaTT) for PyTorch models.
+"""``tnadapt.nn`` — tensor-network adapters (MetaTT) for any PyTorch model, peft-style.
 
->>> from tnadapt.nn import GlobalTTAdapter
+* :class:`GlobalTTAdapter` — one tensor train shared by all adapted layers (MetaTT);
+* :class:`MetaTTConfig` + :func:`wrap` — adapt the ``nn.Linear`` targets of a model in place;
+* :func:`adapter_context`, :func:`disable`, :func:`merge`, :func:`unmerge`,
+  :func:`merge_and_unload`, :func:`unwrap` — steering a wrapped model;
+* :func:`save_adapter` / :func:`load_adapter` — safetensors + JSON, no pickle;
+* :func:`lora_factors` / :func:`export_lora` — exact export to (peft) LoRA.
+
+>>> import torch
+>>> from torch import nn
+>>> from tnadapt.nn import GlobalTTAdapter, MetaTTConfig, wrap, print_trainable_parameters
 >>> GlobalTTAdapter(16, 16, {"layer": 2, "matrix": 2}, ranks=4).num_parameters()
 192
+>>> net = wrap(nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16)), MetaTTConfig(target_modules=r"\\d", rank=4))
+>>> print_trainable_parameters(net)
+trainable params: 176 || all params: 720 || trainable%: 24.4444 || adapter params: 176
 """
 
-from .metatt import INIT_ALIASES, GlobalTTAdapter, lora_num_parameters, parse_init
+from .config import PRESETS, STRUCTURAL_MODES, AdapterConfig, MetaTTConfig, Preset
+from .control import (
+    ParameterCount,
+    adapter_context,
+    disable,
+    merge,
+    merge_and_unload,
+    print_trainable_parameters,
+    trainable_parameters,
+    unmerge,
+)
+from .family import AdapterFamily, AdapterGroup, AdapterOwner, get_family, register_family, registered_families
+from .injection import (
+    CONTAINER_ATTR,
+    AdaptedLinear,
+    AdapterContainer,
+    adapted_modules,
+    get_adapters,
+    get_container,
+    is_wrapped,
+    unwrap,
+    wrap,
+)
+from .lora_export import export_lora, lora_factors
+from .metatt import INIT_ALIASES, METATT_FAMILY, GlobalTTAdapter, build_metatt, lora_num_parameters, parse_init
+from .serialization import load_adapter, read_adapter_config, save_adapter
+from .targets import TargetInfo, group_by_shape, layer_index, match_targets
 
-__all__ = ["INIT_ALIASES", "GlobalTTAdapter", "lora_num_parameters", "parse_init"]
+__all__ = [
+    "CONTAINER_ATTR",
+    "INIT_ALIASES",
+    "METATT_FAMILY",
+    "PRESETS",
+    "STRUCTURAL_MODES",
+    "AdaptedLinear",
+    "AdapterConfig",
+    "AdapterContainer",
+    "AdapterFamily",
+    "AdapterGroup",
+    "AdapterOwner",
+    "GlobalTTAdapter",
+    "MetaTTConfig",
+    "ParameterCount",
+    "Preset",
+    "TargetInfo",
+    "adapted_modules",
+    "adapter_context",
+    "build_metatt",
+    "disable",
+    "export_lora",
+    "get_adapters",
+    "get_container",
+    "get_family",
+    "group_by_shape",
+    "is_wrapped",
+    "layer_index",
+    "load_adapter",
+    "lora_factors",
+    "lora_num_parameters",
+    "match_targets",
+    "merge",
+    "merge_and_unload",
+    "parse_init",
+    "print_trainable_parameters",
+    "read_adapter_config",
+    "register_family",
+    "registered_families",
+    "save_adapter",
+    "trainable_parameters",
+    "unmerge",
+    "unwrap",
+    "wrap",
+]

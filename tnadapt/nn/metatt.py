@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,10 +34,15 @@ from torch import nn
 
 from ..tt import TensorTrain
 from ..tt.init import INIT_NAMES, init_core, interior_ranks
+from .config import STRUCTURAL_MODES, AdapterConfig, MetaTTConfig
+from .family import AdapterFamily, AdapterGroup, register_family
+from .targets import TargetInfo, group_by_shape
 
 __all__ = [
     "INIT_ALIASES",
+    "METATT_FAMILY",
     "GlobalTTAdapter",
+    "build_metatt",
     "lora_num_parameters",
     "parse_init",
 ]
@@ -56,8 +62,9 @@ def parse_init(
     """Normalise an init spec into ``num_cores`` pairs ``(kind, std)``.
 
     ``init`` is a dash-separated string with one token per core (``"ze-id-id-id"``), a
-    list of tokens, a single token applied to every core, or ``None`` for the paper's
-    default (first core zero, all others identity).  Tokens: ``ze``/``zeros``,
+    list of tokens, a single token applied to every core, ``None``/``"paper"`` for the paper's
+    default (first core zero, all others identity, D.4) or ``"llama"`` for its Llama setting
+    (zero first core, normal middle cores, identity last core).  Tokens: ``ze``/``zeros``,
     ``id``/``identity``, ``no``/``normal``, ``or``/``orthogonal``; ``no`` and ``or`` take an
     optional std after a colon (``"no:0.02"``), otherwise ``std`` (paper: 0.2 for ``no``).
 
@@ -65,11 +72,15 @@ def parse_init(
     [('zeros', None), ('normal', 0.1), ('identity', None)]
     >>> parse_init(None, 4)[0], parse_init(None, 4)[3]
     (('zeros', None), ('identity', None))
+    >>> [k for k, _ in parse_init("llama", 4)]
+    ['zeros', 'normal', 'normal', 'identity']
     """
-    if init is None:
+    if init is None or init == "paper":
         tokens = ["zeros"] + ["identity"] * (num_cores - 1)
+    elif init == "llama":
+        tokens = ["zeros"] + ["normal"] * (num_cores - 2) + ["identity"]
     elif isinstance(init, str):
-        tokens = init.split("-") if "-" in init else [init] * num_cores
+        tokens = _split_init(init) if "-" in init else [init] * num_cores
     else:
         tokens = list(init)
     if len(tokens) != num_cores:
@@ -97,6 +108,11 @@ def parse_init(
             tok_std = std
         out.append((kind, tok_std))
     return out
+
+
+def _split_init(text: str) -> list[str]:
+    """Split ``"ze-no:1e-05-id"`` at dashes that start a new token (a letter follows)."""
+    return re.split(r"-(?=[A-Za-z])", text)
 
 
 def lora_num_parameters(in_features: int, out_features: int, rank: int, num_layers: int = 1) -> int:
@@ -232,6 +248,51 @@ class GlobalTTAdapter(nn.Module):
     def num_parameters(self) -> int:
         """Number of trainable entries, ``sum_k r_{k-1} n_k r_k``."""
         return sum(int(c.numel()) for c in self.cores)
+
+    def config_dict(self) -> dict[str, Any]:
+        """JSON-ready constructor arguments, with the *current* per-bond ranks."""
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "modes": dict(self.mode_sizes),
+            "ranks": list(self.ranks[1:-1]),
+            "alpha": self.alpha,
+            "heads": self.heads,
+            "init": "-".join(self.init_spec),
+        }
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> GlobalTTAdapter:
+        """Rebuild from :meth:`config_dict` with zero cores (load the values afterwards).
+
+        >>> a = GlobalTTAdapter(6, 4, {"layer": 2}, ranks=[3, 2], alpha=0.5)
+        >>> GlobalTTAdapter.from_config(a.config_dict()).config_dict() == a.config_dict()
+        True
+        """
+        required = ("in_features", "out_features", "modes", "ranks", "alpha", "heads")
+        missing = [k for k in required if k not in config]
+        if missing:
+            raise ValueError(f"config: GlobalTTAdapter config lacks field(s) {missing}; got {sorted(config)}")
+        adapter = cls(
+            config["in_features"],
+            config["out_features"],
+            config["modes"],
+            config["ranks"],
+            alpha=config["alpha"],
+            init="zeros",
+            heads=config["heads"],
+            dtype=dtype,
+            device=device,
+        )
+        if "init" in config:
+            adapter.init_spec = tuple(_split_init(str(config["init"])))
+        return adapter
 
     @torch.no_grad()
     def set_cores(self, cores: Sequence[torch.Tensor]) -> None:
@@ -387,3 +448,83 @@ class GlobalTTAdapter(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, modes=({modes}){head}, "
             f"ranks={self.ranks}, alpha={self.alpha:g}, init={'-'.join(self.init_spec)}"
         )
+
+
+# ---------------------------------------------------------------------- the MetaTT family
+def _group_dtype_device(members: Sequence[TargetInfo], dtype_name: str | None) -> tuple[torch.dtype, torch.device]:
+    weight = members[0].module.weight
+    if dtype_name is None:
+        return weight.dtype, weight.device
+    dtype = getattr(torch, dtype_name, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype: expected a floating torch dtype name like 'float32', got {dtype_name!r}")
+    return dtype, weight.device
+
+
+def build_metatt(config: AdapterConfig, targets: Sequence[TargetInfo]) -> dict[str, AdapterGroup]:
+    """One :class:`GlobalTTAdapter` per shape group ``(in_features, out_features)``.
+
+    Within a group the ``layer`` index enumerates the group's distinct layer ids in
+    increasing order (targets without a layer id share the first slot), ``matrix`` the
+    matched target names (in ``target_modules`` order for a list, else first appearance),
+    and ``layer_matrix = layer * num_matrices + matrix``.  Two targets landing on the same
+    slice is an error (they would silently share an update).
+    """
+    if not isinstance(config, MetaTTConfig):
+        raise TypeError(f"config: expected a MetaTTConfig, got {type(config).__name__}")
+    generator = torch.Generator().manual_seed(int(config.seed))
+    modes = config.resolved_modes()
+    order = list(config.target_modules) if isinstance(config.target_modules, list) else []
+    groups: dict[str, AdapterGroup] = {}
+    for gname, members in group_by_shape(targets).items():
+        dtype, device = _group_dtype_device(members, config.dtype)
+        layer_ids = sorted({t.layer for t in members}, key=lambda v: -1 if v is None else v)
+        matrices = list(dict.fromkeys(t.matrix for t in members))
+        if order:
+            matrices.sort(key=order.index)
+        n_l, n_m = len(layer_ids), len(matrices)
+        sizes = {
+            m: {"layer": n_l, "matrix": n_m, "layer_matrix": n_l * n_m}.get(m, config.mode_sizes.get(m, 0))
+            for m in modes
+        }
+        try:
+            adapter = GlobalTTAdapter(
+                members[0].in_features,
+                members[0].out_features,
+                sizes,
+                config.rank,
+                alpha=config.alpha,
+                init=config.resolved_init(),
+                heads=config.heads,
+                init_std=config.init_std,
+                dtype=dtype,
+                device=device,
+                generator=generator,
+            )
+        except ValueError as exc:
+            raise ValueError(f"shape group {gname} (e.g. {members[0].name!r}): {exc}") from None
+        keys: dict[str, dict[str, int]] = {}
+        seen: dict[tuple[tuple[str, int], ...], str] = {}
+        for t in members:
+            li, mi = layer_ids.index(t.layer), matrices.index(t.matrix)
+            key = {
+                m: {"layer": li, "matrix": mi, "layer_matrix": li * n_m + mi}[m] for m in modes if m in STRUCTURAL_MODES
+            }
+            slot = tuple(key.items())
+            if slot in seen:
+                raise ValueError(
+                    f"target_modules: {seen[slot]!r} and {t.name!r} map to the same slice {key} of shape group "
+                    f"{gname}; give them distinct layer ids (layers_pattern / layer_index_fn) or add the "
+                    f"'layer'/'matrix' mode"
+                )
+            seen[slot] = t.name
+            keys[t.name] = key
+        groups[gname] = AdapterGroup(adapter, keys)
+    return groups
+
+
+METATT_FAMILY = register_family(
+    AdapterFamily(
+        name="metatt", config_cls=MetaTTConfig, build=build_metatt, owner_from_config=GlobalTTAdapter.from_config
+    )
+)

@@ -1,0 +1,237 @@
+"""wrap() on real architectures: outputs equal dense references, sharing, freezing, gradients, shape groups."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from nn_helpers import dense_slice, randomize, reference_model, tiny_bert, tiny_llama, tiny_roberta
+from torch import nn
+
+from tnadapt.nn import (
+    AdaptedLinear,
+    GlobalTTAdapter,
+    MetaTTConfig,
+    adapted_modules,
+    adapter_context,
+    get_adapters,
+    get_container,
+    lora_num_parameters,
+    trainable_parameters,
+    unwrap,
+    wrap,
+)
+
+IDS = torch.randint(0, 50, (4, 6), generator=torch.Generator().manual_seed(0))
+
+
+def tols(dtype):
+    return dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-11, rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "preset, extra",
+    [("metatt-4d", {}), ("metatt-5d", {"heads": 4}), ("lotr", {})],
+)
+def test_bert_forward_equals_dense_reference(dtype, preset, extra):
+    base = tiny_bert(dtype)
+    plain = copy.deepcopy(base)
+    model = wrap(base, MetaTTConfig(target_modules=["query", "value"], preset=preset, rank=3, alpha=0.5, **extra))
+    randomize(model)
+    ref = reference_model(plain, model)
+    torch.testing.assert_close(model(IDS).last_hidden_state, ref(IDS).last_hidden_state, **tols(dtype))
+    assert get_adapters(model)[0].cores[0].dtype == dtype
+    # 2 layers x 2 matrices, one shape group
+    names = sorted(adapted_modules(model))
+    assert len(names) == 4 and names[0] == "encoder.layer.0.attention.self.query"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_task_mode_with_mixed_task_ids(dtype):
+    base = tiny_bert(dtype)
+    plain = copy.deepcopy(base)
+    cfg = MetaTTConfig(
+        target_modules=["query", "value"], preset="metatt-4+1d", mode_sizes={"task": 3}, rank=[3, 4, 4, 3]
+    )
+    model = wrap(base, cfg)
+    randomize(model)
+    tasks = torch.tensor([2, 0, 2, 1])
+    with adapter_context(model, task_ids=tasks):
+        y = model(IDS).last_hidden_state
+    refs = {t: reference_model(plain, model, task=t) for t in range(3)}
+    expected = torch.stack([refs[int(t)](IDS[b : b + 1]).last_hidden_state[0] for b, t in enumerate(tasks)])
+    torch.testing.assert_close(y, expected, **tols(dtype))
+    with adapter_context(model, task=1):  # one int for the whole batch
+        torch.testing.assert_close(model(IDS).last_hidden_state, refs[1](IDS).last_hidden_state, **tols(dtype))
+    with pytest.raises(ValueError, match="mode 'task'"):
+        model(IDS)
+    with pytest.raises(ValueError, match="unknown mode"):
+        with adapter_context(model, expert=0):
+            pass
+    with pytest.raises(IndexError, match=r"\[0, 3\)"):
+        with adapter_context(model, task_ids=[0, 3, 1, 1]):
+            pass
+
+
+def test_roberta_and_state_dict_sees_each_core_once():
+    base = tiny_roberta()
+    plain = copy.deepcopy(base)
+    model = wrap(base, MetaTTConfig(target_modules=["query", "value"], rank=4))
+    randomize(model)
+    keys = [k for k in model.state_dict() if "cores" in k]
+    assert keys == [f"tnadapt.groups.16x16.cores.{i}" for i in range(4)]
+    assert not any("_container" in k for k in model.state_dict())
+    core_ids = {id(c) for c in get_adapters(model)[0].cores}
+    assert sum(id(p) in core_ids for p in model.parameters()) == 4
+    assert get_adapters(model)[0].modes == {"layer": 3, "matrix": 2}
+    torch.testing.assert_close(model(IDS).last_hidden_state, reference_model(plain, model)(IDS).last_hidden_state)
+    # .to(dtype) moves the shared cores once; wrappers read the live parameters
+    model.double()
+    assert get_adapters(model)[0].cores[0].dtype == torch.float64
+    ref64 = reference_model(plain.double(), model)
+    torch.testing.assert_close(model(IDS).last_hidden_state, ref64(IDS).last_hidden_state, **tols(torch.float64))
+
+
+def test_llama_gqa_and_mlp_shape_groups():
+    base = tiny_llama()
+    plain = copy.deepcopy(base)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = wrap(base, MetaTTConfig(target_modules=targets, rank=3))
+    randomize(model)
+    c = get_container(model)
+    assert {g: a.modes for g, a in c.groups.items()} == {
+        "16x16": {"layer": 2, "matrix": 2},  # q_proj, o_proj
+        "16x8": {"layer": 2, "matrix": 2},  # GQA k_proj, v_proj (2 kv heads x 4)
+        "16x24": {"layer": 2, "matrix": 2},  # gate_proj, up_proj
+        "24x16": {"layer": 2, "matrix": 1},  # down_proj
+    }
+    assert c.targets["layers.1.self_attn.v_proj"] == ("16x8", {"layer": 1, "matrix": 1})
+    assert c.targets["layers.0.mlp.up_proj"] == ("16x24", {"layer": 0, "matrix": 1})
+    torch.testing.assert_close(model(IDS).last_hidden_state, reference_model(plain, model)(IDS).last_hidden_state)
+
+
+def test_sequential_mlp_and_layer_index_fn():
+    torch.manual_seed(0)
+    blocks = [nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8)) for _ in range(3)]
+    base = nn.Sequential(*blocks, nn.Linear(8, 2))
+    plain = copy.deepcopy(base)
+    model = wrap(base, MetaTTConfig(target_modules=r"\d+\.(0|2)", rank=2, exclude_modules=["2.2"]))
+    c = get_container(model)
+    assert sorted(c.targets) == ["0.0", "0.2", "1.0", "1.2", "2.0"]
+    assert c.targets["1.2"] == ("8x8", {"layer": 1, "matrix": 1})
+    randomize(model)
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(model(x), reference_model(plain, model)(x))
+    # list entries name the matrices; a custom layer index that puts everything in one layer
+    model2 = wrap(copy.deepcopy(plain), MetaTTConfig(target_modules=["0.0", "2.0"], layer_index_fn=lambda n: 7))
+    assert get_adapters(model2)[0].modes == {"layer": 1, "matrix": 2}
+    # "0" matches 0.0, 1.0, 2.0 (one matrix name); with one layer id they would share a slice
+    with pytest.raises(ValueError, match="map to the same slice"):
+        wrap(copy.deepcopy(plain), MetaTTConfig(target_modules=["0"], layer_index_fn=lambda n: 0))
+    model3 = wrap(copy.deepcopy(plain), MetaTTConfig(target_modules=["0"], layers_pattern=r"^(\d+)\."))
+    assert get_adapters(model3)[0].modes == {"layer": 3, "matrix": 1}
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_transformer_encoder_linear1_linear2(training):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=12, dropout=0.0, batch_first=True)
+    base = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=True)
+    base.train(training)
+    plain = copy.deepcopy(base)
+    model = wrap(base, MetaTTConfig(target_modules=["linear1", "linear2"], rank=2))
+    assert set(get_container(model).groups) == {"8x12", "12x8"}
+    randomize(model)
+    ref = reference_model(plain, model)
+    x = torch.randn(3, 5, 8)
+    mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2, [False] * 4 + [True]])
+    with torch.no_grad():  # eval + no_grad + padding mask would take the fused/nested fast path
+        got, want = model(x, src_key_padding_mask=mask), ref(x, src_key_padding_mask=mask)
+    keep = ~mask.unsqueeze(-1).expand_as(got)
+    torch.testing.assert_close(got[keep], want[keep])
+    unwrap(model)
+    assert model.use_nested_tensor == plain.use_nested_tensor
+    with pytest.raises(ValueError, match="MultiheadAttention"):
+        wrap(model, MetaTTConfig(target_modules=["out_proj"]))
+
+
+def test_freezing_gradients_and_counts():
+    base = tiny_bert(cls=__import__("transformers").BertForSequenceClassification)
+    model = wrap(base, MetaTTConfig(target_modules=["query", "value"], rank=4, modules_to_save=["classifier"]))
+    adapter = get_adapters(model)[0]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"tnadapt.groups.16x16.cores.{i}" for i in range(4)} | {"classifier.weight", "classifier.bias"}
+    counts = trainable_parameters(model)
+    assert counts.adapter == adapter.num_parameters() == 2 * 16 * 4 + (2 + 2) * 16
+    assert counts.trainable == counts.adapter + 16 * 3 + 3
+    assert counts.total == sum(p.numel() for p in model.parameters())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    labels = torch.tensor([0, 1, 2, 1])
+    for _ in range(2):  # ze-id-id-id: only the input core gets gradient at step 0
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(IDS).logits, labels).backward()
+        opt.step()
+    assert all(float(c.grad.abs().sum()) > 0 for c in adapter.cores)
+    assert all(p.grad is None for n, p in model.named_parameters() if n not in trainable)
+
+
+def test_zero_update_at_init_for_presets():
+    for preset, extra in [
+        ("metatt-4d", {}),
+        ("metatt-5d", {"heads": 2}),
+        ("lotr", {}),
+        ("metatt-4d", {"init": "llama"}),
+    ]:
+        base = tiny_bert()
+        plain = copy.deepcopy(base)
+        model = wrap(base, MetaTTConfig(target_modules=["query", "key", "value"], preset=preset, rank=4, **extra))
+        assert torch.equal(model(IDS).last_hidden_state, plain(IDS).last_hidden_state)
+        owner = get_adapters(model)[0]
+        for layer in adapted_modules(model).values():
+            assert torch.count_nonzero(owner.delta_weight(**layer.key)) == 0
+
+
+def test_paper_counts_through_wrap():
+    # RoBERTa-base shapes on the meta device: MetaTT-4D and LoRA counts for query+value
+    from transformers import RobertaConfig, RobertaModel
+
+    with torch.device("meta"):
+        model = RobertaModel(RobertaConfig())
+    wrap(model, MetaTTConfig(target_modules=["query", "value"], rank=8))
+    assert trainable_parameters(model).adapter == 13184
+    assert lora_num_parameters(768, 768, 8, num_layers=len(adapted_modules(model))) == 294912
+
+
+def test_errors():
+    base = tiny_bert()
+    with pytest.raises(ValueError, match=r"no nn\.Linear matched"):
+        wrap(base, MetaTTConfig(target_modules=["qkv"]))
+    with pytest.raises(ValueError, match="not divisible by heads=3"):
+        wrap(base, MetaTTConfig(target_modules=["query"], preset="metatt-5d", heads=3))
+    with pytest.raises(ValueError, match="pass heads"):
+        MetaTTConfig(target_modules=["query"], preset="metatt-5d")
+    with pytest.raises(ValueError, match="mode_sizes"):
+        MetaTTConfig(target_modules=["query"], preset="metatt-4+1d")
+    with pytest.raises(ValueError, match="preset"):
+        MetaTTConfig(target_modules=["query"], preset="metatt-9d")
+    with pytest.raises(ValueError, match=r"LayerNorm.*not an nn\.Linear"):
+        wrap(base, MetaTTConfig(target_modules=["output.LayerNorm"]))
+    assert not any(isinstance(m, AdaptedLinear) for m in base.modules())  # failed wraps leave no trace
+    wrap(base, MetaTTConfig(target_modules=["query"]))
+    with pytest.raises(ValueError, match="already wrapped"):
+        wrap(base, MetaTTConfig(target_modules=["value"]))
+    with pytest.raises(ValueError, match="not wrapped by tnadapt"):
+        get_adapters(nn.Linear(2, 2))
+
+
+def test_owner_is_looked_up_at_call_time():
+    base = tiny_bert()
+    model = wrap(base, MetaTTConfig(target_modules=["query"], rank=2))
+    c = get_container(model)
+    new = GlobalTTAdapter(16, 16, {"layer": 2, "matrix": 1}, 2, init="no-no-no-no", alpha=2.0)
+    c.groups["16x16"] = new
+    layer = model.encoder.layer[1].attention.self.query
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(layer(x), layer.base_layer(x) + x @ dense_slice(new, layer.key).T)

@@ -1,0 +1,190 @@
+"""Steering a wrapped model: per-call indices, disable, merge/unmerge/merge_and_unload, parameter counts.
+
+All functions are family-agnostic; they act on the container installed by :func:`tnadapt.nn.wrap`.
+
+>>> import torch
+>>> from torch import nn
+>>> from tnadapt.nn import MetaTTConfig, wrap, merge, unmerge, disable
+>>> net = wrap(nn.Sequential(nn.Linear(4, 4)), MetaTTConfig(target_modules=["0"], rank=2, init="no-no-no-no"))
+>>> x = torch.randn(3, 4)
+>>> y = net(x)
+>>> with disable(net):
+...     bool(torch.allclose(net(x), net[0].base_layer(x)))
+True
+>>> merge(net); bool(torch.allclose(net(x), y, atol=1e-6)); unmerge(net)
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .injection import adapted_modules, get_container, unload
+
+__all__ = [
+    "ParameterCount",
+    "adapter_context",
+    "disable",
+    "merge",
+    "merge_and_unload",
+    "per_call_indices",
+    "print_trainable_parameters",
+    "trainable_parameters",
+    "unmerge",
+]
+
+
+def _normalise_index(name: str, size: int, value: Any, *, allow_tensor: bool) -> int | torch.Tensor:
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        value = int(value)
+    if isinstance(value, (list, tuple)) or (isinstance(value, torch.Tensor) and value.ndim == 1):
+        if not allow_tensor:
+            raise TypeError(f"{name}: merging needs one int index, got a per-sample index {value!r}")
+        tensor = torch.as_tensor(value)
+        if tensor.dtype.is_floating_point or tensor.dtype == torch.bool:
+            raise TypeError(f"{name}: expected integer indices, got dtype {tensor.dtype}")
+        if tensor.numel() and bool(((tensor < 0) | (tensor >= size)).any()):
+            raise IndexError(f"{name}: indices must lie in [0, {size}), got {tensor.tolist()}")
+        return tensor.long()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int or a (batch,) integer tensor, got {value!r}")
+    if not 0 <= value < size:
+        raise IndexError(f"{name}: index {value} is out of range for mode {name!r} of size {size}")
+    return value
+
+
+def per_call_indices(model: nn.Module, indices: dict[str, Any], *, allow_tensor: bool) -> dict[str, Any]:
+    """Validate per-call mode indices against the wrapped model's per-call modes (ints, or tensors if allowed)."""
+    dynamic = get_container(model).dynamic_modes
+    unknown = sorted(set(indices) - set(dynamic))
+    if unknown:
+        have = f"per-call modes {dynamic}" if dynamic else "no per-call modes"
+        raise ValueError(f"indices: unknown mode(s) {unknown}; this adapter has {have}")
+    return {k: _normalise_index(k, dynamic[k], v, allow_tensor=allow_tensor) for k, v in indices.items()}
+
+
+@contextlib.contextmanager
+def adapter_context(model: nn.Module, task_ids: Any = None, **indices: Any) -> Iterator[None]:
+    """Set per-call mode indices for every adapted layer inside the ``with`` block.
+
+    ``task_ids`` is shorthand for ``task=``.  A value is an ``int`` (whole batch) or a
+    ``(batch,)`` integer tensor/list (one index per sample; ``x`` of each adapted layer must
+    then have leading dim ``batch``).  Works when the model's forward passes no extra kwargs.
+    Nested contexts override and restore.
+    """
+    if task_ids is not None:
+        indices["task"] = task_ids
+    container = get_container(model)
+    new = per_call_indices(model, indices, allow_tensor=True)
+    previous = container.context
+    container.context = {**previous, **new}
+    try:
+        yield
+    finally:
+        container.context = previous
+
+
+def _apply_merge(model: nn.Module, indices: dict[str, int], sign: float) -> None:
+    container = get_container(model)
+    with torch.no_grad():
+        for layer in adapted_modules(model).values():
+            owner = container.groups[layer.group]
+            weight = layer.base_layer.weight
+            delta = owner.delta_weight(**layer.key, **indices)
+            weight.add_(delta.to(device=weight.device, dtype=weight.dtype), alpha=sign)
+            layer.merged = sign > 0
+
+
+def merge(model: nn.Module, **indices: int) -> None:
+    """Fold each layer's update into its base weight (``weight += ΔW``); adapters then cost nothing.
+
+    Per-call modes (e.g. ``task``) need one ``int`` each here.  While merged the adapter
+    branch is skipped, so training the cores has no effect until :func:`unmerge`.
+    """
+    container = get_container(model)
+    if container.merged is not None:
+        raise ValueError(f"model: already merged with indices {container.merged}; call unmerge(model) first")
+    indices = per_call_indices(model, indices, allow_tensor=False)
+    missing = [m for m, size in container.dynamic_modes.items() if m not in indices and size > 1]
+    if missing:
+        raise ValueError(
+            f"indices: merging needs an int for per-call mode(s) {missing}, e.g. merge(model, {missing[0]}=0)"
+        )
+    _apply_merge(model, indices, 1.0)
+    container.merged = indices
+
+
+def unmerge(model: nn.Module) -> None:
+    """Subtract what :func:`merge` added (recomputed from the current cores; exact up to rounding)."""
+    container = get_container(model)
+    if container.merged is None:
+        raise ValueError("model: not merged; nothing to unmerge")
+    _apply_merge(model, container.merged, -1.0)
+    container.merged = None
+
+
+def merge_and_unload(model: nn.Module, **indices: int) -> nn.Module:
+    """Merge, then return the plain model (original Linears with updated weights, no container)."""
+    if get_container(model).merged is None:
+        merge(model, **indices)
+    return unload(model)
+
+
+@contextlib.contextmanager
+def disable(model: nn.Module) -> Iterator[None]:
+    """Base-model-only forward inside the block (a merged model is unmerged, then re-merged)."""
+    container = get_container(model)
+    merged = container.merged
+    if merged is not None:
+        unmerge(model)
+    previous, container.disabled = container.disabled, True
+    try:
+        yield
+    finally:
+        container.disabled = previous
+        if merged is not None:
+            merge(model, **merged)
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """``trainable`` and ``total`` parameters of the model, and the adapters' own trainable count."""
+
+    trainable: int
+    total: int
+    adapter: int
+
+    def __str__(self) -> str:
+        pct = 100.0 * self.trainable / self.total if self.total else 0.0
+        return (
+            f"trainable params: {self.trainable:,d} || all params: {self.total:,d} || trainable%: {pct:.4f}"
+            f" || adapter params: {self.adapter:,d}"
+        )
+
+
+def trainable_parameters(model: nn.Module) -> ParameterCount:
+    """Counts over ``model.parameters()`` (each shared tensor once).
+
+    >>> from tnadapt.nn import MetaTTConfig, wrap
+    >>> net = wrap(nn.Sequential(nn.Linear(8, 8)), MetaTTConfig(target_modules=["0"], rank=2))
+    >>> print(trainable_parameters(net))
+    trainable params: 40 || all params: 112 || trainable%: 35.7143 || adapter params: 40
+    """
+    total = trainable = 0
+    for p in model.parameters():
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    adapter = sum(int(owner.num_parameters()) for owner in get_container(model).groups.values())
+    return ParameterCount(int(trainable), int(total), adapter)
+
+
+def print_trainable_parameters(model: nn.Module) -> None:
+    """Print peft's line ``trainable params: ... || all params: ... || trainable%: ...`` plus the adapter count."""
+    print(trainable_parameters(model))

@@ -1,0 +1,310 @@
+"""Wrapping a model: the :class:`AdapterContainer`, the :class:`AdaptedLinear` wrapper, ``wrap``/``unwrap``.
+
+Family-agnostic.  ``wrap(model, config)`` matches targets (:mod:`tnadapt.nn.targets`), asks
+the config's family (:mod:`tnadapt.nn.family`) to build one owner module per shape group,
+registers all owners once under ``model.tnadapt`` (an :class:`AdapterContainer`), freezes
+every other parameter, and replaces each target ``nn.Linear`` in place by an
+:class:`AdaptedLinear` that keeps the frozen Linear as ``base_layer`` plus its group name
+and key.  The wrapper holds a *non-registered* reference to the container and looks the
+owner up at call time, so ``state_dict()``, ``parameters()``, ``.to()`` and safetensors see
+each shared tensor exactly once and dtype/device moves just work.
+
+>>> import torch
+>>> from torch import nn
+>>> from tnadapt.nn import MetaTTConfig, wrap, get_adapters
+>>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+>>> net = wrap(net, MetaTTConfig(target_modules=["0", "2"], rank=2))
+>>> [k for k in net.state_dict() if "tnadapt" in k]
+['tnadapt.groups.4x4.cores.0', 'tnadapt.groups.4x4.cores.1', 'tnadapt.groups.4x4.cores.2', 'tnadapt.groups.4x4.cores.3']
+>>> type(net[0]).__name__, net[0].key, get_adapters(net)[0].modes
+('AdaptedLinear', {'layer': 0, 'matrix': 0}, {'layer': 1, 'matrix': 2})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import AdapterConfig
+from .family import AdapterGroup, get_family
+from .targets import match_targets
+
+__all__ = [
+    "CONTAINER_ATTR",
+    "AdaptedLinear",
+    "AdapterContainer",
+    "adapted_modules",
+    "get_adapters",
+    "get_container",
+    "inject",
+    "is_wrapped",
+    "replace_module",
+    "unload",
+    "unwrap",
+    "wrap",
+]
+
+#: Attribute name of the container on a wrapped model.
+CONTAINER_ATTR = "tnadapt"
+
+
+class AdapterContainer(nn.Module):
+    """All adapter state of a wrapped model: one owner per shape group (``groups``) plus bookkeeping.
+
+    ``targets`` maps each adapted module name to ``(group, key)``; ``context`` holds the
+    per-call indices set by :func:`tnadapt.nn.adapter_context`; ``disabled`` and ``merged``
+    (the per-call indices used by the merge, or ``None``) steer :class:`AdaptedLinear`.
+    """
+
+    def __init__(
+        self,
+        family: str,
+        config: AdapterConfig,
+        groups: Mapping[str, nn.Module],
+        targets: Mapping[str, tuple[str, dict[str, int]]],
+        modules_to_save: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        self.groups = nn.ModuleDict(dict(groups))
+        self.family = family
+        self.config = config
+        self.targets: dict[str, tuple[str, dict[str, int]]] = {n: (g, dict(k)) for n, (g, k) in targets.items()}
+        self.modules_to_save: list[str] = list(modules_to_save)
+        self.context: dict[str, Any] = {}
+        self.disabled = False
+        self.merged: dict[str, int] | None = None
+        self.restore: list[tuple[str, str, Any]] = []
+
+    @property
+    def dynamic_modes(self) -> dict[str, int]:
+        """Modes indexed per call (not by the module path), ``name -> size``, e.g. ``{"task": 3}``."""
+        keyed = {m for _, key in self.targets.values() for m in key}
+        out: dict[str, int] = {}
+        for owner in self.groups.values():
+            for name, size in dict(getattr(owner, "modes", {})).items():
+                if name not in keyed:
+                    out[name] = size
+        return out
+
+    def forward(self, *args: Any) -> Any:
+        """Identity on a single input (so a wrapped ``nn.Sequential``, which calls every child, is unchanged)."""
+        if len(args) != 1:
+            raise TypeError("AdapterContainer holds adapter state and is not a layer; it passes one input through")
+        return args[0]
+
+    def extra_repr(self) -> str:
+        return f"family={self.family!r}, targets={len(self.targets)}"
+
+
+class AdaptedLinear(nn.Module):
+    """A frozen ``nn.Linear`` (``base_layer``) plus the update of slice ``key`` of owner ``group``.
+
+    ``forward(x) = base_layer(x) + owner.forward_delta(x, key)`` (``x (..., in) -> (..., out)``);
+    only ``base_layer(x)`` when merged or disabled.  Extra keyword arguments to ``forward``
+    are per-call indices (e.g. ``task=ids``), like :func:`tnadapt.nn.adapter_context`.
+    ``weight``/``bias``/``in_features``/``out_features`` read through to the base layer.
+    """
+
+    def __init__(self, base_layer: nn.Linear, container: AdapterContainer, group: str, key: Mapping[str, int]) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.__dict__["_container"] = container  # plain reference: not a submodule, not in state_dict
+        self.group = group
+        self.key: dict[str, int] = dict(key)
+        self.merged = False
+
+    @property
+    def container(self) -> AdapterContainer:
+        return self.__dict__["_container"]
+
+    @property
+    def owner(self) -> nn.Module:
+        """The owner module of this layer's shape group (looked up now, never cached)."""
+        return self.container.groups[self.group]
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    def forward(self, x: torch.Tensor, **index: Any) -> torch.Tensor:
+        out = self.base_layer(x)
+        container = self.__dict__["_container"]
+        if self.merged or container.disabled:
+            return out
+        key = {**self.key, **container.context, **index} if (container.context or index) else self.key
+        return out + container.groups[self.group].forward_delta(x, key).to(out.dtype)
+
+    def extra_repr(self) -> str:
+        return f"group={self.group!r}, key={self.key}" + (", merged" if self.merged else "")
+
+
+def _keep_unfused_path(module: nn.Module, args: Any) -> None:
+    """No-op forward pre-hook.  ``nn.TransformerEncoderLayer`` skips its fused inference
+    kernel (which reads ``linear1.weight`` directly and would bypass the adapter) whenever a
+    submodule carries hooks; this hook is how an adapted layer opts out of that kernel."""
+    return None
+
+
+def get_container(model: nn.Module) -> AdapterContainer:
+    """The model's :class:`AdapterContainer`; ``ValueError`` if the model is not wrapped."""
+    container = getattr(model, CONTAINER_ATTR, None) if isinstance(model, nn.Module) else None
+    if not isinstance(container, AdapterContainer):
+        raise ValueError(
+            f"model: {type(model).__name__} is not wrapped by tnadapt (no '{CONTAINER_ATTR}' container); "
+            "call tnadapt.nn.wrap(model, config) or tnadapt.nn.load_adapter(model, directory) first"
+        )
+    return container
+
+
+def is_wrapped(model: nn.Module) -> bool:
+    """Whether ``model`` carries a tnadapt container."""
+    return isinstance(getattr(model, CONTAINER_ATTR, None), AdapterContainer)
+
+
+def get_adapters(model: nn.Module) -> list[nn.Module]:
+    """The owner modules of a wrapped model, one per shape group (``GlobalTTAdapter`` s for MetaTT)."""
+    return list(get_container(model).groups.values())
+
+
+def adapted_modules(model: nn.Module) -> dict[str, AdaptedLinear]:
+    """``module name -> AdaptedLinear`` for every adapted layer."""
+    return {name: model.get_submodule(name) for name in get_container(model).targets}  # type: ignore[misc]
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Set the submodule at dotted path ``name`` to ``new``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _match_modules_to_save(model: nn.Module, names: Sequence[str] | None, targets: Sequence[str]) -> list[str]:
+    if not names:
+        return []
+    found: list[str] = []
+    for entry in names:
+        hits = [n for n, _ in model.named_modules() if n and (n == entry or n.endswith("." + entry))]
+        if not hits:
+            raise ValueError(f"modules_to_save: no module named {entry!r} (exact or '.'-suffix match) in the model")
+        found.extend(h for h in hits if h not in found)
+    clash = [n for n in found if any(t == n or t.startswith(n + ".") for t in targets)]
+    if clash:
+        raise ValueError(f"modules_to_save: {clash} contain adapted targets; a module is either adapted or saved")
+    return found
+
+
+def _check_target(model: nn.Module, name: str, owner: nn.Module) -> nn.Linear:
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"targets: the model has no module {name!r}") from None
+    if not isinstance(module, nn.Linear):
+        raise ValueError(f"targets: {name!r} is a {type(module).__name__}, expected nn.Linear")
+    want = (int(owner.in_features), int(owner.out_features))
+    got = (module.in_features, module.out_features)
+    if want != got:
+        raise ValueError(f"targets: {name!r} has (in_features, out_features) = {got}, the adapter expects {want}")
+    return module
+
+
+def inject(
+    model: nn.Module,
+    config: AdapterConfig,
+    groups: Mapping[str, AdapterGroup],
+    *,
+    trainable: bool = True,
+) -> AdapterContainer:
+    """Install ready-built ``groups`` into ``model`` (shared by :func:`wrap` and loading).
+
+    Freezes all existing parameters, registers the container as ``model.tnadapt``, makes
+    the owners (and ``config.modules_to_save``) trainable iff ``trainable``, and replaces
+    each target Linear by an :class:`AdaptedLinear`.
+    """
+    if is_wrapped(model):
+        raise ValueError(f"model: already wrapped (has '{CONTAINER_ATTR}'); call tnadapt.nn.unwrap(model) first")
+    if hasattr(model, CONTAINER_ATTR):
+        raise ValueError(f"model: attribute {CONTAINER_ATTR!r} is taken by a {type(getattr(model, CONTAINER_ATTR))}")
+    targets = {name: (g, key) for g, grp in groups.items() for name, key in grp.keys.items()}
+    bases = {name: _check_target(model, name, groups[g].owner) for name, (g, _) in targets.items()}
+    saved = _match_modules_to_save(model, config.modules_to_save, list(targets))
+    family = get_family(config.family).name
+    container = AdapterContainer(family, config, {g: grp.owner for g, grp in groups.items()}, targets, saved)
+    model.requires_grad_(False)
+    container.requires_grad_(trainable)
+    for name in saved:
+        model.get_submodule(name).requires_grad_(trainable)
+    model.add_module(CONTAINER_ATTR, container)
+    modules = dict(model.named_modules())
+    for name, (g, key) in targets.items():
+        wrapper = AdaptedLinear(bases[name], container, g, key)
+        parts = name.split(".")
+        ancestors = [modules[".".join(parts[:i])] for i in range(len(parts))]  # root first
+        if any(isinstance(a, nn.TransformerEncoderLayer) for a in ancestors):
+            wrapper.register_forward_pre_hook(_keep_unfused_path)
+        for i, anc in enumerate(ancestors):
+            if isinstance(anc, nn.TransformerEncoder) and getattr(anc, "use_nested_tensor", False):
+                # the nested-tensor fast path of nn.TransformerEncoder also reads linear weights directly
+                container.restore.append((".".join(parts[:i]), "use_nested_tensor", True))
+                anc.use_nested_tensor = False
+        replace_module(model, name, wrapper)
+    return container
+
+
+def wrap(model: nn.Module, config: AdapterConfig) -> nn.Module:
+    """Adapt ``model`` in place according to ``config`` and return it.
+
+    The family is ``type(config).family`` (``MetaTTConfig`` -> MetaTT).  Targets of
+    different shapes get one owner each (see the family's build rule).
+    """
+    if not isinstance(config, AdapterConfig):
+        raise TypeError(f"config: expected an AdapterConfig (e.g. MetaTTConfig), got {type(config).__name__}")
+    if is_wrapped(model):
+        raise ValueError(f"model: already wrapped (has '{CONTAINER_ATTR}'); call tnadapt.nn.unwrap(model) first")
+    family = get_family(config.family)
+    targets = match_targets(
+        model,
+        config.target_modules,
+        exclude_modules=config.exclude_modules,
+        layers_pattern=config.layers_pattern,
+        layer_index_fn=config.layer_index_fn,
+    )
+    inject(model, config, family.build(config, targets))
+    return model
+
+
+def unload(model: nn.Module) -> nn.Module:
+    """Put the base Linears back and remove the container, *without* touching the weights."""
+    container = get_container(model)
+    for name, layer in adapted_modules(model).items():
+        replace_module(model, name, layer.base_layer)
+    for name, attr, value in container.restore:
+        setattr(model.get_submodule(name), attr, value)
+    delattr(model, CONTAINER_ATTR)
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Undo :func:`wrap`: unmerge if merged, restore the original Linears, drop the adapter.
+
+    Parameters frozen by ``wrap`` stay frozen (``requires_grad`` is not restored).
+    """
+    from .control import unmerge
+
+    if get_container(model).merged is not None:
+        unmerge(model)
+    return unload(model)

@@ -1,0 +1,110 @@
+"""Exact export of an adapted model to plain LoRA factors and to a peft-loadable LoRA directory.
+
+Every MetaTT slice is ``ΔW = B @ A`` with ``A = G_in^T`` (``r_1 × in``) and
+``B = (alpha · M · G_out)^T`` (``out × r_1``), so the export is lossless.  Factors of
+different ranks (shape groups with different first bonds) are zero-padded to one rank
+``r``, which leaves ``B @ A`` unchanged; the peft config uses ``lora_alpha = r`` so peft's
+scaling ``lora_alpha / r`` is 1.  peft is *not* imported here; the written directory is
+``adapter_config.json`` (``peft_type: LORA``) + ``adapter_model.safetensors`` with peft's key
+names ``base_model.model.<module>.lora_A.weight`` / ``lora_B.weight`` (``modules_to_save``
+tensors as ``base_model.model.<module>.<param>``).
+
+>>> import torch
+>>> from torch import nn
+>>> from tnadapt.nn import MetaTTConfig, wrap, lora_factors
+>>> net = wrap(nn.Sequential(nn.Linear(6, 5)), MetaTTConfig(target_modules=["0"], rank=3, init="no-no-no-no"))
+>>> a, b = lora_factors(net)["0"]
+>>> a.shape, b.shape
+(torch.Size([3, 6]), torch.Size([5, 3]))
+>>> bool(torch.allclose(b @ a, net.tnadapt.groups["6x5"].delta_weight(layer=0, matrix=0)))
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .control import per_call_indices
+from .injection import adapted_modules, get_container
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write_files, tensor_bytes
+
+__all__ = ["export_lora", "lora_factors"]
+
+
+def lora_factors(model: nn.Module, **indices: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``module name -> (A, B)`` with ``A (r, in)``, ``B (out, r)`` and ``B @ A`` the layer's full update.
+
+    Per-call modes (e.g. ``task``) need one ``int`` each.  Needs owners with a
+    ``lora_factors(**key)`` method (MetaTT's :meth:`GlobalTTAdapter.lora_factors`).
+    """
+    container = get_container(model)
+    indices = per_call_indices(model, indices, allow_tensor=False)
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    with torch.no_grad():
+        for name, layer in adapted_modules(model).items():
+            owner = container.groups[layer.group]
+            if not hasattr(owner, "lora_factors"):
+                raise TypeError(f"model: the {container.family!r} adapter has no low-rank factors to export")
+            a, b = owner.lora_factors(**layer.key, **indices)
+            out[name] = (a.detach().clone(), b.detach().clone())
+    return out
+
+
+def _pad(a: torch.Tensor, b: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    extra = rank - a.shape[0]
+    if extra == 0:
+        return a, b
+    return torch.cat([a, a.new_zeros(extra, a.shape[1])]), torch.cat([b, b.new_zeros(b.shape[0], extra)], dim=1)
+
+
+def export_lora(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    base_model_name_or_path: str | None = None,
+    **indices: int,
+) -> Path:
+    """Write the adapter as a peft LoRA directory; ``peft.PeftModel.from_pretrained(base, directory)``
+    then reproduces the wrapped model's outputs (``base`` = the unwrapped base model).
+
+    Per-call modes (e.g. ``task=2``) select which slice to export.  Returns the directory.
+    """
+    factors = lora_factors(model, **indices)
+    rank = max(a.shape[0] for a, _ in factors.values())
+    tensors: dict[str, torch.Tensor] = {}
+    for name, (a, b) in factors.items():
+        a, b = _pad(a, b, rank)
+        tensors[f"base_model.model.{name}.lora_A.weight"] = a
+        tensors[f"base_model.model.{name}.lora_B.weight"] = b
+    saved = list(get_container(model).modules_to_save)
+    for name in saved:
+        for k, v in model.get_submodule(name).state_dict().items():
+            tensors[f"base_model.model.{name}.{k}"] = v
+    config: dict[str, Any] = {
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": base_model_name_or_path,
+        "r": rank,
+        "lora_alpha": rank,
+        "target_modules": "^(" + "|".join(re.escape(n) for n in factors) + ")$",
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "modules_to_save": saved or None,
+        "inference_mode": True,
+    }
+    files = {
+        WEIGHTS_NAME: tensor_bytes(tensors, {"format": "pt"}),
+        CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode(),
+    }
+    return atomic_write_files(directory, files)

@@ -1,0 +1,194 @@
+"""Which ``nn.Linear`` modules of a model get adapted, and their layer/matrix/shape labels.
+
+Family-agnostic: every adapter family (MetaTT, TeRA, ...) receives the same list of
+:class:`TargetInfo` and decides how to parameterise it.
+
+Matching rules (in the spirit of peft's ``LoraConfig``):
+
+* ``target_modules`` as a **list**: a module matches an entry when its full name equals the
+  entry or ends with ``"." + entry`` (``"query"`` matches ``encoder.layer.0.attention.self.query``);
+  the entry that matched is the target's *matrix name*.
+* ``target_modules`` as a **string**: a regex that must match the full name of an
+  ``nn.Linear`` (``re.fullmatch``; other module types are skipped); the matrix name is the
+  last path component.  A list entry that names a module which neither is nor contains
+  an ``nn.Linear`` is an error.
+* ``exclude_modules``: the same rules, applied after matching; matches are dropped.
+* The *layer id* is found by ``layer_index_fn(name)`` if given, else from ``layers_pattern``:
+  a regex whose first group is the layer number, or a plain ModuleList name like peft's
+  (``"layer"`` means ``(^|.)layer.<digits>(.|$)``).  The default takes the first ``<digits>.``
+  path segment (``encoder.layer.3.attention.self.query`` -> 3, ``2.0`` -> 2; a final digit
+  segment such as Sequential's ``"0"`` is the module itself, not a layer).  Modules
+  without a layer id get ``None``.
+
+Only ``nn.Linear`` (and subclasses) can be targeted.  ``nn.MultiheadAttention`` is refused:
+it reads ``out_proj.weight`` directly (its ``in_proj`` is not a Linear at all), so a
+wrapper on ``out_proj`` would never run; adapt ``linear1``/``linear2`` of
+``nn.TransformerEncoderLayer`` instead.
+
+>>> from torch import nn
+>>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))
+>>> [(t.name, t.matrix, t.in_features, t.out_features) for t in match_targets(net, r"\\d")]
+[('0', '0', 4, 8), ('2', '2', 8, 4)]
+>>> layer_index("encoder.layer.11.attention.self.query")
+11
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+__all__ = [
+    "DEFAULT_LAYER_REGEX",
+    "TargetInfo",
+    "group_by_shape",
+    "layer_index",
+    "match_targets",
+    "shape_group_name",
+]
+
+#: Default layer-id rule: the first all-digit path segment that is not the last one.
+DEFAULT_LAYER_REGEX = r"(?:^|\.)(\d+)\."
+
+LayerIndexFn = Callable[[str], "int | None"]
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """One matched ``nn.Linear``: ``name`` in ``model.named_modules()``, its layer id and matrix name."""
+
+    name: str
+    module: nn.Linear
+    layer: int | None
+    matrix: str
+
+    @property
+    def in_features(self) -> int:
+        return int(self.module.in_features)
+
+    @property
+    def out_features(self) -> int:
+        return int(self.module.out_features)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(in_features, out_features)``."""
+        return (self.in_features, self.out_features)
+
+
+def _layer_regex(layers_pattern: str | None) -> re.Pattern[str]:
+    if layers_pattern is None:
+        return re.compile(DEFAULT_LAYER_REGEX)
+    if "(" in layers_pattern:
+        pattern = re.compile(layers_pattern)
+        if pattern.groups < 1:
+            raise ValueError(
+                f"layers_pattern: a regex needs a capture group for the layer number, got {layers_pattern!r}"
+            )
+        return pattern
+    return re.compile(rf"(?:^|\.){re.escape(layers_pattern)}\.(\d+)(?:\.|$)")
+
+
+def layer_index(name: str, layers_pattern: str | None = None) -> int | None:
+    """Layer id of module ``name`` by ``layers_pattern`` (see module doc), or ``None``."""
+    found = _layer_regex(layers_pattern).search(name)
+    if found is None:
+        return None
+    try:
+        return int(found.group(1))
+    except ValueError:
+        raise ValueError(
+            f"layers_pattern: the first group must capture an int, got {found.group(1)!r} in {name!r}"
+        ) from None
+
+
+def _matcher(spec: str | Sequence[str] | None, argname: str) -> Callable[[str], str | None]:
+    """Returns ``name -> matched entry or None``."""
+    if spec is None:
+        return lambda name: None
+    if isinstance(spec, str):
+        try:
+            regex = re.compile(spec)
+        except re.error as exc:
+            raise ValueError(f"{argname}: invalid regex {spec!r}: {exc}") from None
+        return lambda name: name.rsplit(".", 1)[-1] if regex.fullmatch(name) else None
+    entries = list(spec)
+    if not entries or not all(isinstance(e, str) and e for e in entries):
+        raise ValueError(f"{argname}: expected a regex string or a non-empty list of module names, got {spec!r}")
+
+    def match(name: str) -> str | None:
+        for entry in entries:
+            if name == entry or name.endswith("." + entry):
+                return entry
+        return None
+
+    return match
+
+
+def match_targets(
+    model: nn.Module,
+    target_modules: str | Sequence[str],
+    *,
+    exclude_modules: str | Sequence[str] | None = None,
+    layers_pattern: str | None = None,
+    layer_index_fn: LayerIndexFn | None = None,
+) -> list[TargetInfo]:
+    """All ``nn.Linear`` modules selected by ``target_modules`` minus ``exclude_modules``.
+
+    Raises ``ValueError`` when nothing matches (listing the model's Linear names) or when a
+    match is not an ``nn.Linear`` / sits inside ``nn.MultiheadAttention``.
+    """
+    include = _matcher(target_modules, "target_modules")
+    exclude = _matcher(exclude_modules, "exclude_modules")
+    mha_children = {
+        f"{name}.{child}" if name else child
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.MultiheadAttention)
+        for child, _ in mod.named_children()
+    }
+    found: list[TargetInfo] = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        matrix = include(name)
+        if matrix is None or exclude(name) is not None:
+            continue
+        if name in mha_children:
+            raise ValueError(
+                f"target_modules: {name!r} belongs to nn.MultiheadAttention, which reads its projection weights "
+                "directly (out_proj.weight, in_proj_weight) and never calls the Linear; it cannot be adapted. "
+                "Target linear1/linear2 or use an attention module built from nn.Linear layers"
+            )
+        if not isinstance(module, nn.Linear):
+            if isinstance(target_modules, list | tuple) and not any(isinstance(m, nn.Linear) for m in module.modules()):
+                raise ValueError(f"target_modules: {name!r} matched but is a {type(module).__name__}, not an nn.Linear")
+            continue  # a container whose name matched; its Linear children are matched on their own names
+        layer = layer_index_fn(name) if layer_index_fn is not None else layer_index(name, layers_pattern)
+        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
+            raise ValueError(f"layer_index_fn: expected a non-negative int or None for {name!r}, got {layer!r}")
+        found.append(TargetInfo(name=name, module=module, layer=layer, matrix=matrix))
+    if not found:
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        shown = ", ".join(linears[:12]) + (f", ... ({len(linears)} in all)" if len(linears) > 12 else "")
+        raise ValueError(
+            f"target_modules: no nn.Linear matched {target_modules!r}"
+            + (f" (after excluding {exclude_modules!r})" if exclude_modules else "")
+            + f"; the model's Linear modules are: {shown or 'none'}"
+        )
+    return found
+
+
+def shape_group_name(in_features: int, out_features: int) -> str:
+    """Name of the shape group of ``(in, out)`` Linears, ``"<in>x<out>"``."""
+    return f"{in_features}x{out_features}"
+
+
+def group_by_shape(targets: Sequence[TargetInfo]) -> dict[str, list[TargetInfo]]:
+    """Targets bucketed by ``(in_features, out_features)``, in order of first appearance."""
+    groups: dict[str, list[TargetInfo]] = {}
+    for t in targets:
+        groups.setdefault(shape_group_name(*t.shape), []).append(t)
+    return groups
