@@ -37,6 +37,7 @@ __all__ = [
     "AdaptedLinear",
     "AdapterContainer",
     "adapted_modules",
+    "check_target",
     "get_adapters",
     "get_container",
     "inject",
@@ -208,7 +209,8 @@ def _match_modules_to_save(model: nn.Module, names: Sequence[str] | None, target
     return found
 
 
-def _check_target(model: nn.Module, name: str, owner: nn.Module) -> nn.Linear:
+def check_target(model: nn.Module, name: str, owner: nn.Module) -> nn.Linear:
+    """The ``nn.Linear`` at ``name``, checked against the owner's ``(in_features, out_features)``."""
     try:
         module = model.get_submodule(name)
     except AttributeError:
@@ -240,7 +242,7 @@ def inject(
     if hasattr(model, CONTAINER_ATTR):
         raise ValueError(f"model: attribute {CONTAINER_ATTR!r} is taken by a {type(getattr(model, CONTAINER_ATTR))}")
     targets = {name: (g, key) for g, grp in groups.items() for name, key in grp.keys.items()}
-    bases = {name: _check_target(model, name, groups[g].owner) for name, (g, _) in targets.items()}
+    bases = {name: check_target(model, name, groups[g].owner) for name, (g, _) in targets.items()}
     saved = _match_modules_to_save(model, config.modules_to_save, list(targets))
     family = get_family(config.family).name
     container = AdapterContainer(family, config, {g: grp.owner for g, grp in groups.items()}, targets, saved)

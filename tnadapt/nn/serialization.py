@@ -41,7 +41,7 @@ from torch import nn
 
 from .. import __version__
 from .family import AdapterGroup, get_family
-from .injection import get_container, inject, is_wrapped
+from .injection import check_target, get_container, inject, is_wrapped
 
 __all__ = [
     "CONFIG_NAME",
@@ -213,7 +213,9 @@ def _check_same_wrapping(model: nn.Module, data: dict[str, Any]) -> None:
         )
 
 
-def _load_tensors(module: nn.Module, prefix: str, tensors: dict[str, torch.Tensor], path: Path) -> None:
+def _load_tensors(
+    module: nn.Module, prefix: str, tensors: dict[str, torch.Tensor], path: Path, source: str = CONFIG_NAME
+) -> None:
     state = module.state_dict()
     wanted = {prefix + k for k in state}
     have = {k for k in tensors if k.startswith(prefix)}
@@ -224,7 +226,7 @@ def _load_tensors(module: nn.Module, prefix: str, tensors: dict[str, torch.Tenso
         got = tensors[prefix + k]
         if got.shape != v.shape:
             raise ValueError(
-                f"{path}: tensor {prefix + k!r} has shape {tuple(got.shape)} but {CONFIG_NAME} implies {tuple(v.shape)}"
+                f"{path}: tensor {prefix + k!r} has shape {tuple(got.shape)} but {source} implies {tuple(v.shape)}"
             )
     module.load_state_dict({k: tensors[prefix + k] for k in state})
 
@@ -248,6 +250,10 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike[str], *, trainab
         if get_container(model).merged is not None:
             raise ValueError("model: merged; call unmerge(model) before loading new adapter values into it")
     groups = _build_groups(data, model, tensors)
+    if not is_wrapped(model):
+        for group in groups.values():
+            for name in group.keys:
+                check_target(model, name, group.owner)
     for gname, group in groups.items():
         _load_tensors(group.owner, f"adapter.{gname}.", tensors, weights_path)
     known = {f"adapter.{g}." for g in groups}
@@ -257,7 +263,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike[str], *, trainab
             module = model.get_submodule(name)
         except AttributeError:
             raise ValueError(f"modules_to_save: the model has no module {name!r} saved in {directory}") from None
-        _load_tensors(module, f"modules_to_save.{name}.", tensors, weights_path)
+        _load_tensors(module, f"modules_to_save.{name}.", tensors, weights_path, f"the model's {name!r}")
         known.add(f"modules_to_save.{name}.")
     stray = sorted(k for k in tensors if not any(k.startswith(p) for p in known))
     if stray:
