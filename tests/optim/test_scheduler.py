@@ -1,0 +1,328 @@
+"""DMRGRankScheduler: sweep quality vs dense SVD, exact ranks, optimizer state handling, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from optim_helpers import OPTIMIZERS, TinyNet, dense_tt_svd, generator, regression_data, train_steps
+
+from tnadapt.nn import GlobalTTAdapter
+from tnadapt.optim import (
+    DMRGRankScheduler,
+    NonFiniteCoresError,
+    PowerLawSchedule,
+    RankClippedWarning,
+    SweepRecord,
+    SweepTarget,
+    ToleranceSchedule,
+)
+from tnadapt.tt import TensorTrain, max_ranks, round_tt
+
+
+def _snapshot(state: dict) -> dict:
+    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+
+
+def _adapter(rank=5, seed=0, dtype=torch.float64, modes=None) -> GlobalTTAdapter:
+    modes = modes or {"layer": 3, "matrix": 2}
+    return GlobalTTAdapter(6, 5, modes, ranks=rank, init="no", init_std=0.5, generator=generator(seed), dtype=dtype)
+
+
+# ---------------------------------------------------------------- sweep quality
+def test_sweep_matches_dense_svd_and_rounding() -> None:
+    """Per-bond discarded norms equal a dense sequential SVD; the result equals round_tt's."""
+    a = _adapter(rank=[5, 7, 5])
+    dense = a.tt().full().detach()
+    x = TensorTrain([c.detach().clone() for c in a.cores])
+    target = [3, 4, 2]
+    sched = DMRGRankScheduler(torch.optim.SGD(a.parameters(), lr=0.1), a, {1: target})
+    (rec,) = sched.step()
+    tails, spectra = dense_tt_svd(dense, target)
+    torch.testing.assert_close(
+        torch.tensor(rec.discarded, dtype=torch.float64),
+        torch.tensor(tails, dtype=torch.float64),
+        rtol=1e-9,
+        atol=1e-12,
+    )
+    for k, s in enumerate(spectra):
+        mine = torch.tensor(rec.singular_values[k], dtype=torch.float64)
+        n = min(mine.numel(), s.numel())
+        torch.testing.assert_close(mine[:n], s[:n], rtol=1e-9, atol=1e-12)
+        assert float(torch.linalg.vector_norm(s[n:])) < 1e-10 and float(torch.linalg.vector_norm(mine[n:])) < 1e-10
+        expected_weight = tails[k] ** 2 / float((s**2).sum())
+        assert rec.discarded_weight[k] == pytest.approx(expected_weight, rel=1e-8, abs=1e-15)
+    # Same tensor as Oseledets rounding to the same ranks, and the reported error is exact.
+    rounded = round_tt(x, max_rank=target).tt.full()
+    torch.testing.assert_close(a.tt().full().detach(), rounded, rtol=1e-9, atol=1e-10)
+    err = torch.linalg.vector_norm(a.tt().full().detach() - dense) / torch.linalg.vector_norm(dense)
+    assert rec.relative_error == pytest.approx(float(err), rel=1e-7)
+    assert rec.ranks_before == (1, 5, 7, 5, 1) and rec.ranks_after == (1, 3, 4, 2, 1)
+    assert rec.num_parameters_after == a.num_parameters() == sum(c.numel() for c in a.cores)
+
+
+def test_ranks_exactly_as_scheduled_same_parameters() -> None:
+    net = TinyNet(rank=6)
+    ids = [id(p) for p in net.adapter.cores]
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    schedule = PowerLawSchedule(6, 2, at=[2, 4, 6], gamma=1.0)
+    sched = DMRGRankScheduler(opt, net, schedule, unit="step")
+    data = regression_data()
+    seen = []
+    for t in range(1, 8):
+        train_steps(net, opt, data, 1)
+        recs = sched.step()
+        if t in schedule.milestones:
+            expected = schedule.ranks[schedule.milestones.index(t)]
+            limit = max_ranks(net.adapter.shape)
+            assert net.adapter.ranks == (1, *[min(expected, m) for m in limit], 1)
+            assert [id(p) for p in net.adapter.cores] == ids
+            assert all(p.grad is None for p in net.adapter.cores)
+            seen.append(recs[0].ranks_after)
+        else:
+            assert recs == []
+    assert seen == [(1, 5, 5, 5, 1), (1, 3, 3, 3, 1), (1, 2, 2, 2, 1)]
+    assert [r.t for r in sched.history] == [2, 4, 6]
+
+
+def test_growth_is_exact_and_trainable() -> None:
+    a = _adapter(rank=2, dtype=torch.float32)
+    opt = torch.optim.Adam(a.parameters(), lr=1e-2)
+    before = a.tt().full().detach().clone()
+    sched = DMRGRankScheduler(opt, a, {1: [4, 3, 5]}, growth_noise=0.01, seed=3)
+    (rec,) = sched.step()
+    assert a.ranks == (1, 4, 3, 5, 1) and rec.grown == (0, 1, 2)
+    torch.testing.assert_close(a.tt().full().detach(), before, rtol=1e-5, atol=1e-6)
+    # The new directions receive gradient (the zero rows are not a saddle with one-sided noise).
+    x = torch.randn(8, 6, generator=generator(0))
+    loss = sum(a(x, layer=i, matrix=j).pow(2).sum() for i in range(3) for j in range(2))
+    loss.backward()
+    assert float(a.cores[1].grad[2:].abs().sum()) > 0
+
+
+def test_tolerance_cutoff_picks_smallest_rank() -> None:
+    a = _adapter(rank=[6, 8, 5])
+    dense = a.tt().full().detach()
+    cutoff = 0.05
+    sched = DMRGRankScheduler(torch.optim.SGD(a.parameters(), lr=0.1), a, ToleranceSchedule(at=[1], cutoff=cutoff))
+    (rec,) = sched.step()
+    # Dense reference: the sequential SVD with the same per-bond rule.
+    shape = dense.shape
+    c, r, ranks = dense.reshape(shape[0], -1), 1, []
+    for k in range(len(shape) - 1):
+        c = c.reshape(r * shape[k], -1)
+        _, s, vh = torch.linalg.svd(c, full_matrices=False)
+        w = s**2 / (s**2).sum()
+        tail = torch.flip(torch.cumsum(torch.flip(w, (0,)), 0), (0,))  # tail[j] = weight dropped keeping j
+        rk = next(j for j in range(1, s.numel() + 1) if (tail[j] if j < s.numel() else 0.0) <= cutoff)
+        ranks.append(rk)
+        assert rec.discarded_weight[k] <= cutoff + 1e-12
+        c, r = s[:rk, None] * vh[:rk], rk
+    assert rec.ranks_after == (1, *ranks, 1)
+    assert rec.ranks_after != rec.ranks_before
+
+
+def test_tolerance_eps_bounds_relative_error() -> None:
+    a = _adapter(rank=[6, 8, 5])
+    dense = a.tt().full().detach()
+    sched = DMRGRankScheduler(torch.optim.SGD(a.parameters(), lr=0.1), a, {1: SweepTarget(eps=0.2, max_rank=4)})
+    (rec,) = sched.step()
+    err = float(torch.linalg.vector_norm(a.tt().full().detach() - dense) / torch.linalg.vector_norm(dense))
+    assert max(rec.ranks_after) <= 4
+    assert err == pytest.approx(rec.relative_error, rel=1e-7)
+    unconstrained = _adapter(rank=[6, 8, 5])
+    s2 = DMRGRankScheduler(
+        torch.optim.SGD(unconstrained.parameters(), lr=0.1), unconstrained, ToleranceSchedule(at=[1], eps=0.2)
+    )
+    (rec2,) = s2.step()
+    assert rec2.relative_error <= 0.2
+
+
+# ---------------------------------------------------------------- optimizer state
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_state_reset_only_for_adapter_params(name: str) -> None:
+    torch.manual_seed(0)
+    net = TinyNet(rank=5)
+    opt = OPTIMIZERS[name](list(net.adapter.parameters()) + list(net.head.parameters()))
+    data = regression_data()
+    lr_sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    train_steps(net, opt, data, 3, after_step=lr_sched.step)
+    head_state = {id(p): _snapshot(opt.state[p]) for p in net.head.parameters()}
+    assert all(opt.state[p] for p in net.adapter.cores)
+    sched = DMRGRankScheduler(opt, net, {1: 3})
+    (rec,) = sched.step()
+    assert rec.applied and net.adapter.ranks == (1, 3, 3, 3, 1)
+    for p in net.adapter.cores:
+        state = opt.state.get(p, {})
+        if name == "Adagrad":  # eager optimizer: state re-created with the new shape, as __init__ does
+            assert state["sum"].shape == p.shape
+            assert torch.equal(state["sum"], torch.full_like(p, 0.1))
+            assert float(state["step"]) == 0.0
+        else:
+            assert not state
+    for p in net.head.parameters():
+        after = opt.state[p]
+        for key, value in head_state[id(p)].items():
+            assert torch.equal(after[key], value) if isinstance(value, torch.Tensor) else after[key] == value
+    lr_before = opt.param_groups[0]["lr"]
+    losses = train_steps(net, opt, data, 3, after_step=lr_sched.step)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert all(opt.state[p] for p in net.adapter.cores)  # state rebuilt with the new shapes
+    for p in net.adapter.cores:
+        for v in opt.state[p].values():
+            if isinstance(v, torch.Tensor) and v.ndim == p.ndim:
+                assert v.shape == p.shape
+    assert opt.param_groups[0]["lr"] == pytest.approx(lr_before * 0.25)  # StepLR kept counting
+
+
+def test_unchanged_ranks_leave_everything_alone() -> None:
+    net = TinyNet(rank=3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    train_steps(net, opt, regression_data(), 2)
+    state = {id(p): _snapshot(opt.state[p]) for p in net.adapter.cores}
+    values = [p.detach().clone() for p in net.adapter.cores]
+    sched = DMRGRankScheduler(opt, net, {1: 3})
+    (rec,) = sched.step()
+    assert not rec.applied and rec.ranks_after == rec.ranks_before
+    for p, v in zip(net.adapter.cores, values):
+        assert torch.equal(p.detach(), v)
+        assert torch.equal(opt.state[p]["exp_avg"], state[id(p)]["exp_avg"])
+
+
+def test_custom_state_init_hook() -> None:
+    a = _adapter(rank=4)
+    opt = torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9)
+    calls = []
+    sched = DMRGRankScheduler(opt, a, {1: 2}, state_init=lambda o, p: calls.append(tuple(p.shape)))
+    sched.step()
+    assert calls == [tuple(c.shape) for c in a.cores]
+
+
+def test_multiple_adapters_and_wrapped_optimizer() -> None:
+    a, b = _adapter(rank=4, seed=1), _adapter(rank=5, seed=2, modes={"layer": 2})
+
+    class Wrapper:  # e.g. accelerate's AcceleratedOptimizer keeps the real one in .optimizer
+        def __init__(self, optimizer):
+            self.optimizer = optimizer
+
+    opt = torch.optim.Adam([*a.parameters(), *b.parameters()], lr=1e-2)
+    sched = DMRGRankScheduler(Wrapper(opt), [a, b], {2: 2})
+    assert sched.optimizer is opt
+    assert sched.step() == []
+    recs = sched.step()
+    assert [r.adapter for r in recs] == [0, 1] and [r.name for r in recs] == ["adapters[0]", "adapters[1]"]
+    assert a.ranks == (1, 2, 2, 2, 1) and b.ranks == (1, 2, 2, 1)
+    assert sched.num_parameters() == a.num_parameters() + b.num_parameters()
+
+
+# ---------------------------------------------------------------- observability
+def test_records_callbacks_logging_state_dict(caplog: pytest.LogCaptureFixture) -> None:
+    net = TinyNet(rank=5)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    sched = DMRGRankScheduler(opt, net, {1: 4, 3: 2}, unit="epoch")
+    got: list[SweepRecord] = []
+    remove = sched.add_callback(got.append)
+    with caplog.at_level(logging.INFO, logger="tnadapt.optim"):
+        sched.step()
+    assert len(got) == 1 and got[0] is sched.history[0]
+    assert "ranks (1, 5, 5, 5, 1) -> (1, 4, 4, 4, 1)" in caplog.text
+    remove()
+    sched.step()
+    sched.step()
+    assert len(got) == 1 and len(sched.history) == 2
+    state = json.loads(json.dumps(sched.state_dict()))  # JSON-serialisable
+    assert state["t"] == 3 and state["ranks"] == [[1, 2, 2, 2, 1]]
+    assert [SweepRecord.from_dict(d) for d in state["history"]] == sched.history
+    other = DMRGRankScheduler(opt, net, {1: 4, 3: 2}, unit="epoch")
+    other.load_state_dict(state)
+    assert other.t == 3 and other.history == sched.history
+
+
+# ---------------------------------------------------------------- bad input
+def test_rank_above_bond_support_is_clipped_with_warning() -> None:
+    a = GlobalTTAdapter(3, 2, {"layer": 2}, ranks=2, init="no-no-no", generator=generator(0), dtype=torch.float64)
+    assert max_ranks(a.shape) == (3, 2)
+    opt = torch.optim.SGD(a.parameters(), lr=0.1)
+    before = a.tt().full().detach().clone()
+    sched = DMRGRankScheduler(opt, a, {1: 10})
+    with pytest.warns(RankClippedWarning, match=r"bond\(s\) \[0, 1\]"):
+        (rec,) = sched.step()
+    assert a.ranks == (1, 3, 2, 1) and rec.clipped == (0, 1) and rec.target["ranks"] == [3, 2]
+    torch.testing.assert_close(a.tt().full().detach(), before)
+
+
+def test_non_finite_cores_abort_and_leave_everything_untouched() -> None:
+    net = TinyNet(rank=4)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    train_steps(net, opt, regression_data(), 2)
+    with torch.no_grad():
+        net.adapter.cores[2][0, 1, 0] = float("nan")
+    values = [p.detach().clone() for p in net.adapter.cores]
+    state = {id(p): _snapshot(opt.state[p]) for p in net.adapter.cores}
+    sched = DMRGRankScheduler(opt, net, {1: 2})
+    with pytest.raises(NonFiniteCoresError, match=r"core\(s\) \['matrix'\] contain NaN or Inf"):
+        sched.step()
+    for p, v in zip(net.adapter.cores, values):
+        assert torch.equal(p.detach(), v) or (torch.isnan(v).any() and torch.equal(p.isnan(), v.isnan()))
+        assert p.shape == v.shape
+        assert torch.equal(opt.state[p]["exp_avg"], state[id(p)]["exp_avg"])
+    assert sched.history == []
+
+
+def test_optimizer_without_adapter_params_is_rejected() -> None:
+    net = TinyNet()
+    with pytest.raises(ValueError, match=r"does not hold the adapter parameter\(s\) \['adapter.cores.0'"):
+        DMRGRankScheduler(torch.optim.Adam(net.head.parameters()), net, {1: 2})
+    partial = torch.optim.Adam(list(net.adapter.cores)[1:])
+    with pytest.raises(ValueError, match=r"\['adapter.cores.0'\]"):
+        DMRGRankScheduler(partial, net, {1: 2})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"unit": "batch"}, ValueError, "unit"),
+        ({"growth_noise": -1.0}, ValueError, "growth_noise"),
+        ({"schedule": "fast"}, TypeError, "schedule"),
+        ({"schedule": {0: 2}}, ValueError, "mapping"),
+        ({"adapters": [torch.nn.Linear(2, 2)]}, TypeError, r"adapters\[0\]"),
+        ({"adapters": torch.nn.Linear(2, 2)}, ValueError, "contains no TT adapter"),
+        ({"optimizer": object()}, TypeError, "optimizer"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs: dict, error: type, match: str) -> None:
+    a = _adapter()
+    args = {"optimizer": torch.optim.SGD(a.parameters(), lr=0.1), "adapters": a, "schedule": {1: 2}}
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        DMRGRankScheduler(args.pop("optimizer"), args.pop("adapters"), args.pop("schedule"), **args)
+
+
+def test_bad_step_and_target_arguments() -> None:
+    a = _adapter()
+    sched = DMRGRankScheduler(torch.optim.SGD(a.parameters(), lr=0.1), a, {2: [2, 2]})
+    sched.step()
+    with pytest.raises(ValueError, match="t: expected an int >= the current counter 1"):
+        sched.step(0)
+    with pytest.raises(ValueError, match="ranks: adapter has 3 bonds, got 2"):
+        sched.step()
+    assert a.ranks == (1, 5, 5, 5, 1)
+    with pytest.raises(ValueError, match="state: the checkpoint's adapter ranks"):
+        sched.load_state_dict({**sched.state_dict(), "ranks": [[1, 2, 2, 2, 1]]})
+    with pytest.raises(ValueError, match="counts 'step's"):
+        sched.load_state_dict({**sched.state_dict(), "unit": "step"})
+
+
+def test_optimizer_state_loaded_before_adapter_ranks_is_caught() -> None:
+    a = _adapter(rank=4, dtype=torch.float32)
+    opt = torch.optim.Adam(a.parameters(), lr=1e-2)
+    a(torch.randn(2, 6), layer=0, matrix=0).sum().backward()
+    opt.step()
+    saved = opt.state_dict()
+    sched = DMRGRankScheduler(opt, a, {1: 2})
+    sched.step()
+    opt.load_state_dict(saved)  # wrong order: old shapes into the truncated cores
+    with pytest.raises(ValueError, match="restore the adapter's ranks first"):
+        sched.check_optimizer_state()
