@@ -130,8 +130,12 @@ class SweepReport(TruncationReport):
 
     ``passes[0]`` is the left-to-right pass, ``passes[1]`` the right-to-left pass, each a
     ``(d-1,)`` tensor of per-bond discarded norms; ``discarded`` combines them
-    (``sqrt(p0² + p1²)``).  ``||x - result|| <= ||passes[0]|| + ||passes[1]||``, and each
-    pass's error is exact when ``canonicalize=True``.  ``pass_spectra[p][k]`` is the full
+    (``sqrt(p0² + p1²)``).  With ``canonicalize=True`` every truncation happens at the
+    orthogonality centre, so ``||x - result|| = ||passes[0]||`` up to round-off (the second
+    pass only re-gauges).  With ``canonicalize=False`` the first pass truncates supercores
+    whose right environment (the raw cores ``k+2, ...``) is not orthonormal, so its
+    discarded norms are *not* the error (which can be larger or smaller); the second pass
+    sees orthonormal environments on both sides, so its norms are exact.  ``pass_spectra[p][k]`` is the full
     spectrum pass ``p`` saw at bond ``k`` (``singular_values`` is the last pass's); with
     ``canonicalize=True`` the first pass does the truncating, so ``pass_spectra[0]`` holds the
     pre-truncation spectra.
@@ -162,7 +166,9 @@ def dmrg_sweep(
     ``||x - result|| <= eps ||x||`` (budget ``eps ||x|| / sqrt(d-1)`` per bond, spent in
     the first pass; the second pass keeps the ranks and only re-gauges, so the result
     ends right-canonical with centre 0).  ``canonicalize=False`` runs the paper's
-    algorithm literally on the raw cores, applying the criteria in both passes.
+    algorithm literally on the raw cores, applying the criteria in both passes; its
+    reported discarded norms then measure the supercore truncations, not the error
+    (see :class:`SweepReport`).
 
     >>> import torch
     >>> from tnadapt.tt import TensorTrain
