@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._errors import check_mode, check_positive_float
+from ._errors import check_positive_float
 from ._numerics import stable_norm
 from .canonical import orthogonalize
 from .rounding import check_truncation_args
@@ -30,11 +30,20 @@ __all__ = ["ABSORB_CHOICES", "SweepReport", "dmrg_sweep", "merge", "replace_two_
 ABSORB_CHOICES = ("left", "right", "both")
 
 
+def _check_bond(k: int, order: int) -> int:
+    """Normalise a (possibly negative) bond index ``k``: the bond between cores ``k`` and ``k+1``."""
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k: expected an int bond index, got {type(k).__name__} {k!r}")
+    if not -(order - 1) <= k < order - 1:
+        raise IndexError(f"k: bond {k} is out of range for a tensor train of order {order} (bonds 0..{order - 2})")
+    return k % (order - 1)
+
+
 def merge(tt: TensorTrain, k: int) -> torch.Tensor:
     """Supercore of cores ``k`` and ``k+1``, shape ``(r_{k-1}, n_k, n_{k+1}, r_{k+1})``."""
     if tt.order < 2:
         raise ValueError(f"merge: needs a train of order >= 2, got order {tt.order}")
-    k = check_mode("k", k, tt.order - 1)
+    k = _check_bond(k, tt.order)
     a, b = tt.cores[k], tt.cores[k + 1]
     r0, n0, r1 = a.shape
     _, n1, r2 = b.shape
@@ -110,7 +119,7 @@ def replace_two_site(
     """
     if tt.order < 2:
         raise ValueError(f"split: needs a train of order >= 2, got order {tt.order}")
-    k = check_mode("k", k, tt.order - 1)
+    k = _check_bond(k, tt.order)
     expected = (tt.ranks[k], tt.shape[k], tt.shape[k + 1], tt.ranks[k + 2])
     if not isinstance(supercore, torch.Tensor) or tuple(supercore.shape) != expected:
         got = tuple(supercore.shape) if isinstance(supercore, torch.Tensor) else type(supercore).__name__
