@@ -7,6 +7,7 @@ given.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -51,8 +52,8 @@ def check_rank_spec(name: str, value: int | Sequence[int] | None, num_bonds: int
         return None
     if isinstance(value, bool):
         raise TypeError(f"{name}: expected an int or a list of ints, got bool {value!r}")
-    if isinstance(value, int):
-        values = [value] * num_bonds
+    if isinstance(value, numbers.Integral):  # int, numpy integers
+        values = [int(value)] * num_bonds
     elif isinstance(value, torch.Tensor) and value.ndim == 0:
         values = [int(value)] * num_bonds
     else:
