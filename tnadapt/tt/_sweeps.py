@@ -9,9 +9,33 @@ of successive bonds are orthogonal: ``||x - y||² = Σ_k discarded_k²``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .truncation import truncated_svd
+
+
+def feasible_caps(shape: Sequence[int], caps: list[int] | None) -> list[int] | None:
+    """Clamp per-bond rank caps to what a train of ``shape`` with those caps can use.
+
+    A bond rank above ``r_{k-1} n_k`` or ``n_{k+1} r_{k+1}`` is redundant: the tensor's
+    unfolding cannot have that rank.  A one-directional SVD sweep truncates bond ``k``
+    before bond ``k+1``, so without this clamp it could keep ``r_k > n_{k+1} cap_{k+1}``
+    and return non-minimal ranks (rounding would then not be idempotent).  The best
+    approximation with ranks ``<= caps`` also satisfies the clamped caps, so nothing is lost.
+    """
+    if caps is None:
+        return None
+    full = [1, *caps, 1]
+    changed = True
+    while changed:
+        changed = False
+        for k in range(1, len(shape)):
+            bound = min(full[k - 1] * shape[k - 1], shape[k] * full[k + 1])
+            if full[k] > bound:
+                full[k], changed = bound, True
+    return full[1:-1]
 
 
 def _svd_step_right(

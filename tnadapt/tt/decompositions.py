@@ -16,6 +16,7 @@ import torch
 
 from ._errors import check_finite, check_positive_float, check_rank_spec
 from ._numerics import stable_norm
+from ._sweeps import feasible_caps
 from .tensor_train import TensorTrain
 from .truncation import TruncationReport, truncated_svd
 
@@ -50,7 +51,7 @@ def tt_svd(
     check_positive_float("cutoff", cutoff)
     check_finite("tensor", [tensor])
     d = tensor.ndim
-    caps = check_rank_spec("max_rank", max_rank, d - 1)
+    caps = feasible_caps(tensor.shape, check_rank_spec("max_rank", max_rank, d - 1))
     shape = tuple(tensor.shape)
     ref = stable_norm(tensor)
     abs_tol = None if eps is None or d == 1 else ref * (eps / (d - 1) ** 0.5)
