@@ -148,7 +148,8 @@ class AdaptedLinear(nn.Module):
         if self.merged or container.disabled:
             return out
         key = {**self.key, **container.context, **index} if (container.context or index) else self.key
-        return out + container.groups[self.group].forward_delta(x, key).to(out.dtype)
+        delta = container.groups[self.group].forward_delta(x, key)
+        return out + (delta if delta.dtype == out.dtype else delta.to(out.dtype))
 
     def extra_repr(self) -> str:
         return f"group={self.group!r}, key={self.key}" + (", merged" if self.merged else "")

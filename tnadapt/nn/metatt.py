@@ -319,64 +319,60 @@ class GlobalTTAdapter(nn.Module):
             param.grad = None
 
     # ------------------------------------------------------------------ slices
-    def _resolve(self, index: Mapping[str, Index]) -> list[Index]:
-        unknown = set(index) - set(self.mode_sizes)
-        if unknown:
-            raise ValueError(
-                f"index: unknown mode(s) {sorted(unknown)}; this adapter has modes {list(self.mode_sizes)}"
-            )
-        out: list[Index] = []
-        for name, size in self.mode_sizes.items():
-            if name not in index or index[name] is None:
-                if size == 1:
-                    out.append(0)
-                    continue
-                raise ValueError(
-                    f"index: mode {name!r} (size {size}) needs an index; pass {name}=<int or (batch,) tensor>"
-                    + (" or use tnadapt.nn.adapter_context(model, task_ids=...)" if name == "task" else "")
-                )
-            idx = index[name]
-            if isinstance(idx, torch.Tensor) and idx.ndim == 1:
-                if idx.dtype.is_floating_point or idx.dtype == torch.bool:
-                    raise TypeError(f"index[{name!r}]: expected an integer tensor, got dtype {idx.dtype}")
-                out.append(idx)
-                continue
-            if isinstance(idx, torch.Tensor) and idx.ndim == 0:
-                idx = int(idx)
-            if isinstance(idx, bool) or not isinstance(idx, int):
-                raise TypeError(f"index[{name!r}]: expected an int or a 1-D integer tensor, got {idx!r}")
-            if not 0 <= idx < size:
-                raise IndexError(f"index[{name!r}]: {idx} is out of range for mode {name!r} of size {size}")
-            out.append(idx)
-        return out
+    def _live_cores(self) -> list[torch.Tensor]:
+        """The current core Parameters, in order (read at call time; never cached across calls)."""
+        return list(self.cores._parameters.values())  # type: ignore[arg-type]  # fast ParameterList access
 
-    def _middle(self, index: Mapping[str, Index]) -> torch.Tensor | None:
-        """``alpha * prod_k G_k[:, i_k, :]`` over the index modes: ``(r, r')`` or ``(batch, r, r')``."""
+    def _check_index(self, name: str, size: int, idx: Any) -> Index:
+        """Validate one mode index: an int in range or a 1-D integer tensor (per-sample)."""
+        if idx is None:
+            if size == 1:
+                return 0
+            raise ValueError(
+                f"index: mode {name!r} (size {size}) needs an index; pass {name}=<int or (batch,) tensor>"
+                + (" or use tnadapt.nn.adapter_context(model, task_ids=...)" if name == "task" else "")
+            )
+        if isinstance(idx, torch.Tensor) and idx.ndim == 1:
+            if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+                raise TypeError(f"index[{name!r}]: expected an integer tensor, got dtype {idx.dtype}")
+            return idx
+        if isinstance(idx, torch.Tensor) and idx.ndim == 0:
+            idx = int(idx)
+        if isinstance(idx, bool) or not isinstance(idx, int):
+            raise TypeError(f"index[{name!r}]: expected an int or a 1-D integer tensor, got {idx!r}")
+        if not 0 <= idx < size:
+            raise IndexError(f"index[{name!r}]: {idx} is out of range for mode {name!r} of size {size}")
+        return idx
+
+    def _middle(self, cores: Sequence[torch.Tensor], index: Mapping[str, Any]) -> torch.Tensor | None:
+        """``alpha * prod_k G_k[:, i_k, :]`` over the index modes: ``(r, r')``, ``(batch, r, r')`` or ``None``
+        (no index modes; then ``alpha`` is left to the caller)."""
+        if len(index) != len(self.mode_sizes) or any(k not in self.mode_sizes for k in index):
+            unknown = [k for k in index if k not in self.mode_sizes]
+            if unknown:
+                raise ValueError(f"index: unknown mode(s) {unknown}; this adapter has modes {list(self.mode_sizes)}")
         acc: torch.Tensor | None = None
-        for k, idx in enumerate(self._resolve(index), start=1):
-            core = self.cores[k]
-            if isinstance(idx, torch.Tensor):
-                idx = idx.to(core.device)
-                sl = core.index_select(1, idx).permute(1, 0, 2)  # (batch, r_left, r_right)
+        for k, (name, size) in enumerate(self.mode_sizes.items(), start=1):
+            idx = index.get(name)
+            if type(idx) is not int or not 0 <= idx < size:  # slow path: validate / per-sample tensor
+                idx = self._check_index(name, size, idx)
+            core = cores[k]
+            if isinstance(idx, int):
+                sl = core.select(1, idx)
             else:
-                sl = core[:, idx, :]
+                sl = core.index_select(1, idx.to(core.device)).permute(1, 0, 2)  # (batch, r_left, r_right)
             acc = sl if acc is None else acc @ sl
+        if acc is not None and self.alpha != 1.0:
+            acc = acc * self.alpha
         return acc
 
-    def _right(self) -> torch.Tensor:
+    def _right(self, cores: Sequence[torch.Tensor]) -> torch.Tensor:
         """Output factor ``(r, out_features)``: the out core, merged with the head core in 5D."""
-        out = self.cores[-1]
+        out = cores[-1].select(2, 0)
         if self.heads is None:
-            return out.reshape(out.shape[0], out.shape[1])
-        head = self.cores[-2]  # (r_a, H, r_b)
-        merged = head.reshape(-1, head.shape[2]) @ out.reshape(out.shape[0], out.shape[1])
-        return merged.reshape(head.shape[0], self.out_features)
-
-    def _right_and_middle(self, index: Mapping[str, Index]) -> tuple[torch.Tensor | None, torch.Tensor]:
-        middle = self._middle(index)
-        scale = torch.as_tensor(self.alpha, dtype=self.cores[0].dtype, device=self.cores[0].device)
-        middle = scale if middle is None else middle * self.alpha
-        return middle, self._right()
+            return out
+        head = cores[-2]  # (r_a, H, r_b)
+        return (head.reshape(-1, head.shape[2]) @ out).reshape(head.shape[0], self.out_features)
 
     def lora_factors(self, **index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact LoRA factors ``(A, B)`` of one slice in peft's layout: ``A (r_1, in)``, ``B (out, r_1)``.
@@ -384,14 +380,12 @@ class GlobalTTAdapter(nn.Module):
         ``B @ A == delta_weight(**index)`` (``alpha`` folded into ``B``), so a LoRA with these
         factors and scaling 1 reproduces the slice exactly.
         """
-        idx = self._resolve(index)
-        if any(isinstance(i, torch.Tensor) for i in idx):
+        if any(isinstance(v, torch.Tensor) and v.ndim > 0 for v in index.values()):
             raise TypeError("index: lora_factors needs one int per mode, not per-sample index tensors")
-        middle, right = self._right_and_middle(index)
-        first = self.cores[0]
-        a = first.reshape(first.shape[1], first.shape[2]).T
-        b = (middle @ right).T if middle.ndim == 2 else (middle * right).T
-        return a, b
+        cores = self._live_cores()
+        middle, right = self._middle(cores, index), self._right(cores)
+        b = right * self.alpha if middle is None else middle @ right
+        return cores[0].select(0, 0).T, b.T
 
     def delta(self, **index: int) -> TensorTrain:
         """The 2-mode train ``(in_features, out_features)`` of one slice (``alpha`` included).
@@ -420,15 +414,20 @@ class GlobalTTAdapter(nn.Module):
     def forward_delta(self, x: torch.Tensor, key: Mapping[str, Index]) -> torch.Tensor:
         """Adapter output for ``x (..., in_features)`` and slice ``key``; shape ``(..., out_features)``.
 
-        ``x`` is cast to the cores' dtype; the result has the cores' dtype.
+        ``x`` is cast to the cores' dtype; the result has the cores' dtype.  Cost
+        ``O(N·(in + out)·r + N·r²)`` for ``N`` rows, plus ``O(r³)`` for the middle product.
         """
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x: expected last dim in_features={self.in_features}, got shape {tuple(x.shape)}")
-        first = self.cores[0]
-        x = x.to(first.dtype)
-        middle, right = self._right_and_middle(key)
-        h = x @ first.reshape(first.shape[1], first.shape[2])
-        if middle.ndim == 3:
+        cores = self._live_cores()
+        first = cores[0]
+        if x.dtype != first.dtype:
+            x = x.to(first.dtype)
+        middle = self._middle(cores, key)
+        h = x @ first.select(0, 0)  # (..., r_1)
+        if middle is None:
+            h = h * self.alpha if self.alpha != 1.0 else h
+        elif middle.ndim == 3:
             batch = middle.shape[0]
             if x.ndim < 2 or x.shape[0] != batch:
                 raise ValueError(
@@ -438,8 +437,8 @@ class GlobalTTAdapter(nn.Module):
             lead = h.shape[:-1]
             h = torch.bmm(h.reshape(batch, -1, h.shape[-1]), middle).reshape(*lead, middle.shape[-1])
         else:
-            h = h @ middle if middle.ndim == 2 else h * middle
-        return h @ right
+            h = h @ middle
+        return h @ self._right(cores)
 
     def extra_repr(self) -> str:
         modes = ", ".join(f"{k}={v}" for k, v in self.mode_sizes.items())

@@ -10,7 +10,8 @@ Matching rules (in the spirit of peft's ``LoraConfig``):
   the entry that matched is the target's *matrix name*.
 * ``target_modules`` as a **string**: a regex that must match the full name of an
   ``nn.Linear`` (``re.fullmatch``; other module types are skipped); the matrix name is the
-  last path component.  A list entry that names a module which neither is nor contains
+  module path with its layer-number segment replaced by ``*``
+  (``encoder.layer.*.attention.self.query``), or the full path when there is no layer id.  A list entry that names a module which neither is nor contains
   an ``nn.Linear`` is an error.
 * ``exclude_modules``: the same rules, applied after matching; matches are dropped.
 * The *layer id* is found by ``layer_index_fn(name)`` if given, else from ``layers_pattern``:
@@ -105,6 +106,17 @@ def layer_index(name: str, layers_pattern: str | None = None) -> int | None:
         ) from None
 
 
+def _layerless(name: str, layer: int | None) -> str:
+    """``name`` with its layer-number segment replaced by ``*`` (the first segment equal to ``str(layer)``)."""
+    if layer is None:
+        return name
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part == str(layer):
+            return ".".join([*parts[:i], "*", *parts[i + 1 :]])
+    return name
+
+
 def _matcher(spec: str | Sequence[str] | None, argname: str) -> Callable[[str], str | None]:
     """Returns ``name -> matched entry or None``."""
     if spec is None:
@@ -114,7 +126,7 @@ def _matcher(spec: str | Sequence[str] | None, argname: str) -> Callable[[str], 
             regex = re.compile(spec)
         except re.error as exc:
             raise ValueError(f"{argname}: invalid regex {spec!r}: {exc}") from None
-        return lambda name: name.rsplit(".", 1)[-1] if regex.fullmatch(name) else None
+        return lambda name: name if regex.fullmatch(name) else None
     entries = list(spec)
     if not entries or not all(isinstance(e, str) and e for e in entries):
         raise ValueError(f"{argname}: expected a regex string or a non-empty list of module names, got {spec!r}")
@@ -169,6 +181,8 @@ def match_targets(
         layer = layer_index_fn(name) if layer_index_fn is not None else layer_index(name, layers_pattern)
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
             raise ValueError(f"layer_index_fn: expected a non-negative int or None for {name!r}, got {layer!r}")
+        if isinstance(target_modules, str):
+            matrix = _layerless(name, layer)
         found.append(TargetInfo(name=name, module=module, layer=layer, matrix=matrix))
     if not found:
         linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
