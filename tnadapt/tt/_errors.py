@@ -18,9 +18,14 @@ __all__ = ["check_finite", "check_mode", "check_positive_float", "check_rank_spe
 def check_finite(name: str, tensors: Sequence[torch.Tensor]) -> None:
     """Raise ``ValueError`` if any tensor in ``tensors`` holds NaN or Inf.
 
-    One reduction per tensor and a single host synchronisation for the whole list.
+    One reduction per tensor and a single host synchronisation for the whole list: the
+    fast path checks that each tensor's *sum* is finite (a NaN or Inf entry always makes
+    the sum non-finite, and a sum is one cheap pass); only when some sum is not (a real
+    NaN/Inf, or a finite sum that overflowed) does the exact per-entry check run.
     """
     if not tensors:
+        return
+    if bool(torch.stack([torch.isfinite(t.detach().sum()) for t in tensors]).all()):
         return
     flags = torch.stack([torch.isfinite(t).all() for t in tensors])
     if bool(flags.all()):

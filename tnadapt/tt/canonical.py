@@ -32,7 +32,7 @@ __all__ = [
 def left_qr_step(core: torch.Tensor, nxt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Make ``core`` left-orthonormal, pushing the triangular factor into ``nxt``."""
     r0, n, r1 = core.shape
-    q, r = linalg.qr(core.reshape(r0 * n, r1))
+    q, r = linalg.tall_qr(core.reshape(r0 * n, r1))
     k = q.shape[1]
     new_next = (r @ nxt.reshape(r1, -1)).reshape(k, nxt.shape[1], nxt.shape[2])
     return q.reshape(r0, n, k), new_next
@@ -41,7 +41,7 @@ def left_qr_step(core: torch.Tensor, nxt: torch.Tensor) -> tuple[torch.Tensor, t
 def right_qr_step(prev: torch.Tensor, core: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Make ``core`` right-orthonormal, pushing the triangular factor into ``prev``."""
     r0, n, r1 = core.shape
-    q, r = linalg.qr(core.reshape(r0, n * r1).mH)
+    q, r = linalg.tall_qr(core.reshape(r0, n * r1).mH)
     k = q.shape[1]
     new_prev = (prev.reshape(-1, r0) @ r.mH).reshape(prev.shape[0], prev.shape[1], k)
     return new_prev, q.mH.reshape(k, n, r1)

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 
 import torch
 
+from . import linalg
 from ._errors import check_finite, check_positive_float, check_rank_spec
 from ._numerics import stable_norm
 from ._sweeps import feasible_caps
 from .tensor_train import TensorTrain
-from .truncation import TruncationReport, truncated_svd
+from .truncation import TruncationReport, truncate_spectrum
 
 __all__ = ["tt_svd"]
 
@@ -61,17 +62,18 @@ def tt_svd(
     rest = tensor.reshape(1, -1)  # (r_{k-1}, n_k * ... * n_d)
     for k in range(d - 1):
         r0 = rest.shape[0]
-        t = truncated_svd(
-            rest.reshape(r0 * shape[k], -1),
-            max_rank=None if caps is None else caps[k],
-            abs_tol=abs_tol,
-            cutoff=cutoff,
-            min_rank=min_rank,
+        mat = rest.reshape(r0 * shape[k], -1)
+        # Only U and S are needed: the remainder is Uᴴ mat (one GEMM), so wide unfoldings
+        # skip forming Vh (see linalg.left_svd).
+        u, s = linalg.left_svd(mat)
+        rank, gone = truncate_spectrum(
+            s, max_rank=None if caps is None else caps[k], abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank
         )
-        cores.append(t.U.reshape(r0, shape[k], t.rank))
-        rest = t.S.to(t.Vh.dtype).unsqueeze(1) * t.Vh
-        discarded.append(t.discarded)
-        spectra.append(t.singular_values)
+        u = u[:, :rank]
+        cores.append(u.reshape(r0, shape[k], rank))
+        rest = u.mH @ mat
+        discarded.append(gone)
+        spectra.append(s)
     cores.append(rest.reshape(rest.shape[0], shape[-1], 1))
     tt = TensorTrain(cores, center=d - 1)
     disc_t = torch.stack(discarded) if discarded else ref.new_zeros((0,))

@@ -3,21 +3,32 @@
 * Low-precision inputs (``float16``/``bfloat16``) are upcast to ``float32`` for QR/SVD
   and the factors are cast back, because LAPACK/cuSOLVER do not support them.
 * :func:`svd` always computes a *thin* SVD (``full_matrices=False``) and never forms a
-  Gram matrix.  If the solver fails to converge (ill-conditioned input), it retries
-  with another driver (CUDA), then in double precision, then with a tiny relative
-  jitter, so a training run is never killed by a single bad SVD.
+  Gram matrix.  Wide matrices are factored through their (conjugate) transpose, which
+  LAPACK handles faster.  If the solver fails to converge (ill-conditioned input), it
+  retries with another driver (CUDA), then in double precision, then with a tiny
+  relative jitter, so a training run is never killed by a single bad SVD.
 * :func:`qr` is a thin Householder QR; :func:`cholesky_qr2` is the GEMM-rich
   alternative for tall-skinny panels (two Cholesky-QR passes, falling back to
-  Householder when the Gram matrix is not numerically positive definite).
+  Householder whenever the result would not be orthonormal to working precision);
+  :func:`tall_qr` picks between them and is what the orthogonalisation sweeps use.
+* On CPU, the QR/SVD of small matrices runs single-threaded (see
+  :mod:`tnadapt.tt._threads`): MKL's panel factorizations are slower with more threads.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["cholesky_qr2", "compute_dtype", "qr", "svd"]
+from ._threads import factorization_threads
+
+__all__ = ["cholesky_qr2", "compute_dtype", "left_svd", "qr", "svd", "svd_of_product", "tall_qr"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+#: :func:`tall_qr` uses CholeskyQR2 for panels with at least this many rows per column ...
+CHOLESKY_QR_MIN_ASPECT = 4
+#: ... and at least this many entries (smaller panels: MKL's Householder QR measured faster).
+CHOLESKY_QR_MIN_ELEMENTS = 1 << 16
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -25,39 +36,93 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
+def _unit_roundoff(dtype: torch.dtype) -> float:
+    real = dtype.to_real() if dtype.is_complex else dtype
+    return torch.finfo(real).eps / 2
+
+
 def qr(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Thin QR of ``mat`` of shape ``(..., m, n)``: ``Q (..., m, k)``, ``R (..., k, n)``, ``k=min(m, n)``."""
+    """Thin Householder QR of ``mat`` of shape ``(..., m, n)``: ``Q (..., m, k)``, ``R (..., k, n)``, ``k=min(m, n)``.
+
+    >>> q, r = qr(torch.randn(6, 3, dtype=torch.float64))
+    >>> q.shape, r.shape, bool(torch.allclose(q.mT @ q, torch.eye(3, dtype=torch.float64)))
+    (torch.Size([6, 3]), torch.Size([3, 3]), True)
+    """
     work = mat.to(compute_dtype(mat.dtype))
-    q, r = torch.linalg.qr(work, mode="reduced")
+    with factorization_threads(work):
+        q, r = torch.linalg.qr(work, mode="reduced")
     return q.to(mat.dtype), r.to(mat.dtype)
 
 
-def cholesky_qr2(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Thin QR of a tall matrix ``(m, n)``, ``m >= n``, by CholeskyQR2.
+def _cholesky_pass(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Cholesky-QR pass: ``Q = A R⁻¹`` with ``R = chol(AᴴA)ᴴ``; returns ``Q, R, AᴴA, info``.
 
-    Two passes of ``R = chol(AᴴA)ᴴ, Q = A R⁻¹`` restore orthogonality to working
-    precision whenever ``cond(A) < u^{-1/2}``.  Falls back to Householder QR when the
-    Cholesky factorisation fails or the input is wide.  Not differentiable-stable for
-    rank-deficient input: used only inside no-grad kernels.
+    ``R⁻¹`` is formed explicitly (a small triangular solve) and applied with one GEMM:
+    measured faster than a right-sided ``solve_triangular`` on the tall panel, which
+    also copies it.  Accuracy is guarded by the orthogonality check of the caller.
+    """
+    gram = a.mH @ a
+    chol, info = torch.linalg.cholesky_ex(gram)
+    r = chol.mH
+    eye = torch.eye(r.shape[-1], dtype=r.dtype, device=r.device)
+    return a @ torch.linalg.solve_triangular(r, eye, upper=True), r, gram, info
+
+
+def cholesky_qr2(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thin QR of a 2-D tall matrix ``(m, n)``, ``m >= n``, by CholeskyQR2, falling back to Householder.
+
+    Two passes of ``R = chol(AᴴA)ᴴ, Q = A R⁻¹`` give a ``Q`` orthonormal to working
+    precision whenever ``cond(A)`` is below about ``u^{-1/2}`` (``1e8`` in float64,
+    ``3e3`` in float32); the cost is GEMMs and a triangular solve instead of Householder's
+    panel updates.  Outside that range — rank-deficient or ill-conditioned panels, Gram
+    matrices that over- or underflow, non-finite values — the check below detects it and
+    the Householder QR is returned instead, so the result is always as accurate as
+    :func:`qr`.  The check costs at most two host synchronisations: after the first
+    Cholesky (the factorisation failed, or ``max|r_ii| / min|r_ii|`` already shows a
+    condition number out of range: only one Gram product is wasted) and at the end
+    (``||Q₁ᴴQ₁ - I||_F <= 1/2``, i.e. the second pass started from a nearly orthonormal
+    ``Q₁``, which makes its result orthonormal to working precision).  Wide inputs go
+    straight to Householder.  Use it outside autograd (the fallback is data dependent).
+
+    >>> a = torch.randn(50, 4, dtype=torch.float64)
+    >>> q, r = cholesky_qr2(a)
+    >>> bool(torch.allclose(q @ r, a)), bool(torch.allclose(q.mT @ q, torch.eye(4, dtype=torch.float64)))
+    (True, True)
     """
     m, n = mat.shape[-2], mat.shape[-1]
-    if m < n:
+    if mat.ndim != 2 or m < n:
         return qr(mat)
     work = mat.to(compute_dtype(mat.dtype))
-    q = work
-    r_total: torch.Tensor | None = None
-    for _ in range(2):
-        gram = q.mH @ q
-        chol, info = torch.linalg.cholesky_ex(gram)
-        if bool((info != 0).any()):
-            return qr(mat)
-        r = chol.mH
-        q = torch.linalg.solve_triangular(r, q, upper=True, left=False)
-        r_total = r if r_total is None else r @ r_total
-    assert r_total is not None
-    if not bool(torch.isfinite(q).all()):
+    q1, r1, _, info1 = _cholesky_pass(work)
+    diag = r1.diagonal().abs()
+    limit = _unit_roundoff(work.dtype) ** -0.5 / 8
+    if not bool((info1 == 0) & (diag.amax() < diag.amin() * limit)):
         return qr(mat)
-    return q.to(mat.dtype), r_total.to(mat.dtype)
+    q, r2, gram2, info2 = _cholesky_pass(q1)
+    eye = torch.eye(n, dtype=gram2.dtype, device=gram2.device)
+    if not bool((info2 == 0) & (torch.linalg.matrix_norm(gram2 - eye) <= 0.5)):
+        return qr(mat)
+    return q.to(mat.dtype), (r2 @ r1).to(mat.dtype)
+
+
+def tall_qr(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thin QR for orthogonalisation sweeps: :func:`cholesky_qr2` for tall panels, else :func:`qr`.
+
+    CholeskyQR2 is used for 2-D panels with at least ``CHOLESKY_QR_MIN_ASPECT`` rows per
+    column and ``CHOLESKY_QR_MIN_ELEMENTS`` entries when no gradient has to flow through
+    the factorisation; Householder otherwise (square-ish or small panels, where it
+    measured faster, and autograd, where ``torch.linalg.qr``'s backward is the
+    well-tested path).
+
+    >>> q, r = tall_qr(torch.randn(64, 8, dtype=torch.float64))
+    >>> q.shape, r.shape
+    (torch.Size([64, 8]), torch.Size([8, 8]))
+    """
+    m, n = mat.shape[-2], mat.shape[-1]
+    big = m >= CHOLESKY_QR_MIN_ASPECT * n and m * n >= CHOLESKY_QR_MIN_ELEMENTS
+    if mat.ndim == 2 and big and not (mat.requires_grad and torch.is_grad_enabled()):
+        return cholesky_qr2(mat)
+    return qr(mat)
 
 
 def _svd_candidates(work: torch.Tensor):  # type: ignore[no-untyped-def]
@@ -74,25 +139,104 @@ def _svd_candidates(work: torch.Tensor):  # type: ignore[no-untyped-def]
     yield work + jitter * (scale * 1e3 * eps), None
 
 
+def _tall_svd(work: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    last_error: Exception | None = None
+    for candidate, driver in _svd_candidates(work):
+        try:
+            with factorization_threads(candidate):
+                if driver is None:
+                    return torch.linalg.svd(candidate, full_matrices=False)
+                return torch.linalg.svd(candidate, full_matrices=False, driver=driver)
+        except (RuntimeError, torch.linalg.LinAlgError) as exc:  # pragma: no cover - solver dependent
+            last_error = exc
+    raise RuntimeError(f"svd: all fallbacks failed for a matrix of shape {tuple(work.shape)}") from last_error
+
+
 def svd(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD ``mat = U diag(S) Vh`` of ``(..., m, n)`` with a graceful fallback chain.
 
     Returns ``U (..., m, k)``, ``S (..., k)`` (real, descending), ``Vh (..., k, n)``
     with ``k = min(m, n)``, in the input's dtype (``S`` in the matching real dtype).
     The jitter fallback is seeded, so results stay deterministic.
+
+    >>> a = torch.randn(3, 7, dtype=torch.float64)
+    >>> u, s, vh = svd(a)
+    >>> u.shape, s.shape, vh.shape, bool(torch.allclose(u @ torch.diag(s) @ vh, a))
+    (torch.Size([3, 3]), torch.Size([3]), torch.Size([3, 7]), True)
     """
     out_dtype = mat.dtype
-    real_dtype = torch.empty((), dtype=out_dtype).real.dtype if out_dtype.is_complex else out_dtype
+    real_dtype = out_dtype.to_real() if out_dtype.is_complex else out_dtype
     work = mat.to(compute_dtype(out_dtype))
-    last_error: Exception | None = None
-    for candidate, driver in _svd_candidates(work):
-        try:
-            if driver is None:
-                u, s, vh = torch.linalg.svd(candidate, full_matrices=False)
-            else:
-                u, s, vh = torch.linalg.svd(candidate, full_matrices=False, driver=driver)
-        except (RuntimeError, torch.linalg.LinAlgError) as exc:  # pragma: no cover - solver dependent
-            last_error = exc
-            continue
-        return u.to(out_dtype), s.to(real_dtype), vh.to(out_dtype)
-    raise RuntimeError(f"svd: all fallbacks failed for a matrix of shape {tuple(mat.shape)}") from last_error
+    if work.shape[-2] < work.shape[-1]:
+        v, s, uh = _tall_svd(work.mH)
+        u, vh = uh.mH, v.mH
+    else:
+        u, s, vh = _tall_svd(work)
+    return u.to(out_dtype), s.to(real_dtype), vh.to(out_dtype)
+
+
+#: :func:`left_svd` takes the R-only QR route for matrices with at least this many columns per row.
+LEFT_SVD_MIN_ASPECT = 2
+
+
+def left_svd(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left singular vectors and singular values of a 2-D ``(m, n)`` matrix, without ``Vh``.
+
+    Returns ``U (m, k)``, ``S (k,)`` with ``k = min(m, n)``.  For wide matrices
+    (``n >= 2m``, the unfoldings of TT-SVD) this is a Householder QR of ``matᴴ`` that
+    keeps only ``R`` (no ``Q`` is formed) followed by the SVD of the small ``(m, m)``
+    ``Rᴴ`` — backward stable like a full SVD, never a Gram matrix, and several times
+    faster than LAPACK's SVD of the wide matrix.  Callers get the right factor they need
+    with one GEMM, ``diag(S) Vh = Uᴴ mat``.  Other shapes, and inputs that need
+    gradients (``mode="r"`` QR has no backward), use :func:`svd`.
+
+    >>> a = torch.randn(3, 40, dtype=torch.float64)
+    >>> u, s = left_svd(a)
+    >>> bool(torch.allclose(s, torch.linalg.svdvals(a))), bool(torch.allclose(u @ (u.mT @ a), a))
+    (True, True)
+    """
+    m, n = mat.shape
+    if n < LEFT_SVD_MIN_ASPECT * m or (mat.requires_grad and torch.is_grad_enabled()):
+        u, s, _ = svd(mat)
+        return u, s
+    work = mat.to(compute_dtype(mat.dtype))
+    with factorization_threads(work):
+        r = torch.linalg.qr(work.mH, mode="r")[1]  # mat = Rᴴ Qᴴ
+    u, s, _ = svd(r.mH)
+    return u.to(mat.dtype), s.to(mat.dtype.to_real() if mat.dtype.is_complex else mat.dtype)
+
+
+def svd_of_product(
+    a: torch.Tensor, b: torch.Tensor, *, a_orthonormal: bool = False, b_orthonormal: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD of ``a @ b`` (``a (m, r)``, ``b (r, n)``) without forming the ``(m, n)`` product when ``r`` is small.
+
+    Returns ``U (m, p)``, ``S (p,)``, ``Vh (p, n)`` with ``p = min(m, r, n)`` — the
+    product has rank at most ``r``, so the singular values beyond ``p`` are exactly zero
+    (a full SVD of the product would return round-off there).  With
+    ``b_orthonormal=True`` (rows of ``b`` orthonormal: a right-orthonormal TT core) it
+    is the SVD of ``a`` with ``Vh`` mapped through ``b``; with ``a_orthonormal=True``
+    the mirror image; otherwise thin QRs of ``a`` and ``bᴴ`` reduce it to an
+    ``(r, r)`` SVD.  When ``r >= min(m, n)`` nothing is saved and the product is
+    factored directly.  Accuracy matches the direct SVD: both are backward stable with
+    respect to ``||a|| ||b||``, the rounding error of forming ``a @ b``.
+
+    >>> a, b = torch.randn(30, 3, dtype=torch.float64), torch.randn(3, 20, dtype=torch.float64)
+    >>> u, s, vh = svd_of_product(a, b)
+    >>> s.shape, bool(torch.allclose((u * s) @ vh, a @ b))
+    (torch.Size([3]), True)
+    """
+    m, r = a.shape
+    n = b.shape[1]
+    if r >= min(m, n):
+        return svd(a @ b)
+    if b_orthonormal:
+        u, s, vh = svd(a)
+        return u, s, vh @ b
+    if a_orthonormal:
+        u, s, vh = svd(b)
+        return a @ u, s, vh
+    qa, ra = tall_qr(a)
+    qb, rb = tall_qr(b.mH)
+    u, s, vh = svd(ra @ rb.mH)
+    return qa @ u, s, vh @ qb.mH

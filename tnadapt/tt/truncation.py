@@ -35,7 +35,7 @@ from ._numerics import stable_norm
 if TYPE_CHECKING:
     from .tensor_train import TensorTrain
 
-__all__ = ["TruncatedSVD", "TruncationReport", "select_rank", "truncated_svd"]
+__all__ = ["TruncatedSVD", "TruncationReport", "select_rank", "truncate_spectrum", "truncated_svd"]
 
 
 def _tail_weights(s: torch.Tensor) -> torch.Tensor:
@@ -123,10 +123,31 @@ def truncated_svd(
     (2, True)
     """
     u, s, vh = linalg.svd(mat)
+    k, discarded = truncate_spectrum(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+    return TruncatedSVD(U=u[:, :k], S=s[:k], Vh=vh[:k, :], discarded=discarded, singular_values=s)
+
+
+def truncate_spectrum(
+    s: torch.Tensor,
+    *,
+    max_rank: int | None = None,
+    abs_tol: float | torch.Tensor | None = None,
+    cutoff: float | None = None,
+    min_rank: int = 1,
+) -> tuple[int, torch.Tensor]:
+    """Rank ``k`` chosen by :func:`select_rank` and the discarded norm ``sqrt(sum_{j>=k} s_j**2)``.
+
+    For algorithms that compute the singular values their own way (TT-SVD without
+    ``Vh``, the factored two-site split) and then slice the factors themselves.
+
+    >>> import torch
+    >>> k, gone = truncate_spectrum(torch.tensor([3.0, 4.0e-3, 3.0e-3]), max_rank=1)
+    >>> k, round(float(gone), 6)
+    (1, 0.005)
+    """
     k = select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
     tail = s[k:]
-    discarded = stable_norm(tail) if tail.numel() else s.new_zeros(())
-    return TruncatedSVD(U=u[:, :k], S=s[:k], Vh=vh[:k, :], discarded=discarded, singular_values=s)
+    return k, stable_norm(tail) if tail.numel() else s.new_zeros(())
 
 
 @dataclass(frozen=True)

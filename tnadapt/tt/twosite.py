@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 import torch
 
+from . import linalg
 from ._errors import check_positive_float
 from ._numerics import stable_norm
 from .canonical import orthogonalize
 from .rounding import check_truncation_args
 from .tensor_train import TensorTrain
-from .truncation import TruncatedSVD, TruncationReport, truncated_svd
+from .truncation import TruncatedSVD, TruncationReport, truncate_spectrum, truncated_svd
 
 __all__ = ["ABSORB_CHOICES", "SweepReport", "dmrg_sweep", "merge", "replace_two_site", "split"]
 
@@ -90,15 +91,19 @@ def split(
         rel = stable_norm(mat) * eps
         tol = rel if tol is None else torch.minimum(torch.as_tensor(tol, dtype=rel.dtype, device=rel.device), rel)
     t = truncated_svd(mat, max_rank=max_rank, abs_tol=tol, cutoff=cutoff, min_rank=min_rank)
-    s = t.S.to(t.U.dtype)
-    if absorb == "left":
-        left, right = t.U * s.unsqueeze(0), t.Vh
-    elif absorb == "right":
-        left, right = t.U, s.unsqueeze(1) * t.Vh
-    else:
-        root = s.sqrt()
-        left, right = t.U * root.unsqueeze(0), root.unsqueeze(1) * t.Vh
+    left, right = _absorb(t.U, t.S, t.Vh, absorb)
     return left.reshape(r0, n0, t.rank), right.reshape(t.rank, n1, r2), t
+
+
+def _absorb(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, absorb: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two factors of ``U diag(S) Vh`` with the singular values put ``absorb``-wards."""
+    s = s.to(u.dtype)
+    if absorb == "left":
+        return u * s.unsqueeze(0), vh
+    if absorb == "right":
+        return u, s.unsqueeze(1) * vh
+    root = s.sqrt()
+    return u * root.unsqueeze(0), root.unsqueeze(1) * vh
 
 
 def replace_two_site(
@@ -198,13 +203,30 @@ def dmrg_sweep(
     spectra: list[torch.Tensor] = [ref.new_zeros(0)] * (d - 1)
 
     def step(k: int, absorb: str, cap: int | None, tol: torch.Tensor | None, cut: float | None) -> torch.Tensor:
+        # merge -> truncated SVD -> split, with the SVD of the supercore W = A B computed
+        # from its two factors (rank W <= r1; in canonical form one factor is orthonormal
+        # and only the other is factored) instead of from the (r0 n0, n1 r2) merged matrix.
         a, b = cores[k], cores[k + 1]
         r0, n0, r1 = a.shape
-        w = (a.reshape(r0 * n0, r1) @ b.reshape(r1, -1)).reshape(r0, n0, b.shape[1], b.shape[2])
-        left, right, t = split(w, max_rank=cap, abs_tol=tol, cutoff=cut, min_rank=min_rank, absorb=absorb)
-        cores[k], cores[k + 1] = left, right
-        spectra[k] = t.singular_values
-        return t.discarded.to(real)
+        _, n1, r2 = b.shape
+        mat_a, mat_b = a.reshape(r0 * n0, r1), b.reshape(r1, n1 * r2)
+        u, s, vh = linalg.svd_of_product(
+            mat_a,
+            mat_b,
+            a_orthonormal=canonicalize and absorb == "left",
+            b_orthonormal=canonicalize and absorb == "right",
+        )
+        full = torch.cat([s, s.new_zeros(min(r0 * n0, n1 * r2) - s.shape[0])])  # exact zeros beyond rank W
+        keep, gone = truncate_spectrum(full, max_rank=cap, abs_tol=tol, cutoff=cut, min_rank=min_rank)
+        if keep > s.shape[0]:
+            # The rank grows past rank(W) (zero singular values kept): the extra singular
+            # vectors are an orthonormal completion, which the SVD of the merged W supplies.
+            u, full, vh = linalg.svd(mat_a @ mat_b)
+            keep, gone = truncate_spectrum(full, max_rank=cap, abs_tol=tol, cutoff=cut, min_rank=min_rank)
+        left, right = _absorb(u[:, :keep], full[:keep], vh[:keep], absorb)
+        cores[k], cores[k + 1] = left.reshape(r0, n0, keep), right.reshape(keep, n1, r2)
+        spectra[k] = full
+        return gone.to(real)
 
     for k in range(d - 1):
         first[k] = step(k, "right", None if caps is None else caps[k], abs_tol, cutoff)
