@@ -1,0 +1,55 @@
+"""Turn a pytest-benchmark JSON file into the markdown table of ``docs/benchmarks.md``.
+
+Usage::
+
+    python -m benchmarks.report .benchmarks/latest.json [--stat median]
+
+One row per (case, thread setting): tnadapt's time, the floor's time and their ratio,
+then each anchor's time with its ratio to tnadapt (``>1`` means tnadapt is faster).
+Times are milliseconds of the chosen statistic (median by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from benchmarks.cases import ANCHORS
+
+
+def _fmt_ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
+
+
+def table(data: dict, stat: str = "median") -> str:
+    """Markdown table from a loaded pytest-benchmark JSON document."""
+    times: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        params = bench["params"]
+        times[(params["group"], params["threads"])][params["impl_name"]] = bench["stats"][stat]
+    header = ["case", "threads", "tnadapt ms", "floor ms", "tnadapt/floor", *(f"{a} ms (x tnadapt)" for a in ANCHORS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (group, threads), row in times.items():
+        ours, floor = row.get("tnadapt"), row.get("floor")
+        cells = [group, threads, _fmt_ms(ours) if ours else "–", _fmt_ms(floor) if floor else "–"]
+        cells.append(f"{ours / floor:.2f}" if ours and floor else "–")
+        for anchor in ANCHORS:
+            t = row.get(anchor)
+            cells.append("n/a" if t is None else f"{_fmt_ms(t)} ({t / ours:.1f}x)" if ours else _fmt_ms(t))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json_path", type=Path, help="file written by pytest --benchmark-json")
+    parser.add_argument("--stat", default="median", choices=["min", "median", "mean"], help="statistic to report")
+    args = parser.parse_args(argv)
+    print(table(json.loads(args.json_path.read_text()), args.stat))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""pytest-benchmark timings of the tnadapt.tt kernels beside the LAPACK floor and the anchors.
+
+One benchmark group per (case, thread setting), so the ratios are read off one run::
+
+    make bench                      # or: pytest benchmarks --benchmark-enable --benchmark-only
+
+``pytest benchmarks --benchmark-disable`` runs every implementation once (a smoke check).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+
+from benchmarks.cases import IMPLS, Case, benchmark_cases, prepared
+from benchmarks.conftest import THREAD_SETTINGS, num_threads, time_impl
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:torchtt.*")
+
+CASES: dict[str, Case] = {case.group: case for case in benchmark_cases()}
+
+
+@functools.cache
+def _inputs(group: str) -> Any:
+    return CASES[group].make()
+
+
+@pytest.mark.parametrize("impl_name", IMPLS)
+@pytest.mark.parametrize("threads", list(THREAD_SETTINGS))
+@pytest.mark.parametrize("group", list(CASES))
+def test_tt_kernel(benchmark: Any, request: pytest.FixtureRequest, group: str, threads: str, impl_name: str) -> None:
+    impl = CASES[group].impls[impl_name]
+    if impl.unsupported is not None:
+        pytest.skip(f"{impl_name}: {impl.unsupported}")
+    state = prepared(impl, _inputs(group))
+    with num_threads(THREAD_SETTINGS[threads]):
+        time_impl(benchmark, request, impl, state, group=f"{group} | threads={threads}")
