@@ -19,6 +19,7 @@ from .canonical import is_left_orthonormal, is_right_orthonormal, left_qr_step, 
 from .decompositions import tt_svd
 from .indexing import gather, getitem
 from .init import init_core, make_cores
+from .lowrank import LowRankReport, tt_from_lowrank
 from .ops import add, contract, dot, hadamard, norm, scale
 from .padding import max_ranks, pad_ranks
 from .rounding import round_tt
@@ -28,6 +29,7 @@ from .twosite import SweepReport, dmrg_sweep, merge, replace_two_site, split
 
 __all__ = [
     "DEFAULT_MAX_DENSE_ELEMENTS",
+    "LowRankReport",
     "SweepReport",
     "TensorTrain",
     "TruncatedSVD",
@@ -56,5 +58,6 @@ __all__ = [
     "select_rank",
     "split",
     "truncated_svd",
+    "tt_from_lowrank",
     "tt_svd",
 ]
