@@ -13,21 +13,16 @@ from collections.abc import Sequence
 
 import torch
 
+from .canonical import left_qr_step, right_qr_step
 from .truncation import truncated_svd
 
 
-def feasible_caps(shape: Sequence[int], caps: list[int] | None) -> list[int] | None:
-    """Clamp per-bond rank caps to what a train of ``shape`` with those caps can use.
+def feasible_ranks(shape: Sequence[int], ranks: Sequence[int]) -> list[int]:
+    """The largest interior ranks ``<= ranks`` with ``r_k <= min(r_{k-1} n_k, n_{k+1} r_{k+1})``.
 
-    A bond rank above ``r_{k-1} n_k`` or ``n_{k+1} r_{k+1}`` is redundant: the tensor's
-    unfolding cannot have that rank.  A one-directional SVD sweep truncates bond ``k``
-    before bond ``k+1``, so without this clamp it could keep ``r_k > n_{k+1} cap_{k+1}``
-    and return non-minimal ranks (rounding would then not be idempotent).  The best
-    approximation with ranks ``<= caps`` also satisfies the clamped caps, so nothing is lost.
+    A bond rank above either bound is redundant: the tensor's unfolding cannot have it.
     """
-    if caps is None:
-        return None
-    full = [1, *caps, 1]
+    full = [1, *ranks, 1]
     changed = True
     while changed:
         changed = False
@@ -36,6 +31,35 @@ def feasible_caps(shape: Sequence[int], caps: list[int] | None) -> list[int] | N
             if full[k] > bound:
                 full[k], changed = bound, True
     return full[1:-1]
+
+
+def drop_redundant_ranks(cores: list[torch.Tensor], center: int) -> None:
+    """Shrink redundant bond ranks in place; the tensor and the end centre (0 or d-1) are kept.
+
+    A truncation sweep cuts bond ``k`` before bond ``k+1`` (left to right), so a hard cut at
+    bond ``k+1`` can leave ``r_k > n_{k+1} r_{k+1}`` (mirror image for right to left).
+    Shrinking the cap of bond ``k`` in advance would lose accuracy; instead the stretch
+    that needs it is re-orthogonalised, away from the centre and back, which makes every
+    rank minimal exactly.  No work at all when the ranks are already minimal.
+    """
+    d = len(cores)
+    current = [int(c.shape[2]) for c in cores[:-1]]
+    shape = [int(c.shape[1]) for c in cores]
+    bad = [k for k, (r, f) in enumerate(zip(current, feasible_ranks(shape, current))) if r > f]
+    if not bad:
+        return
+    if center == d - 1:
+        lo = bad[0]
+        for k in range(d - 1, lo, -1):
+            cores[k - 1], cores[k] = right_qr_step(cores[k - 1], cores[k])
+        for k in range(lo, d - 1):
+            cores[k], cores[k + 1] = left_qr_step(cores[k], cores[k + 1])
+    else:
+        hi = bad[-1] + 1
+        for k in range(hi):
+            cores[k], cores[k + 1] = left_qr_step(cores[k], cores[k + 1])
+        for k in range(hi, 0, -1):
+            cores[k - 1], cores[k] = right_qr_step(cores[k - 1], cores[k])
 
 
 def _svd_step_right(

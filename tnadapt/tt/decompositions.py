@@ -17,7 +17,7 @@ import torch
 from . import linalg
 from ._errors import check_finite, check_positive_float, check_rank_spec
 from ._numerics import stable_norm
-from ._sweeps import feasible_caps
+from ._sweeps import drop_redundant_ranks
 from .tensor_train import TensorTrain
 from .truncation import TruncationReport, truncate_spectrum
 
@@ -52,7 +52,7 @@ def tt_svd(
     check_positive_float("cutoff", cutoff)
     check_finite("tensor", [tensor])
     d = tensor.ndim
-    caps = feasible_caps(tensor.shape, check_rank_spec("max_rank", max_rank, d - 1))
+    caps = check_rank_spec("max_rank", max_rank, d - 1)
     shape = tuple(tensor.shape)
     ref = stable_norm(tensor)
     abs_tol = None if eps is None or d == 1 else ref * (eps / (d - 1) ** 0.5)
@@ -75,6 +75,7 @@ def tt_svd(
         discarded.append(gone)
         spectra.append(s)
     cores.append(rest.reshape(rest.shape[0], shape[-1], 1))
+    drop_redundant_ranks(cores, d - 1)
     tt = TensorTrain(cores, center=d - 1)
     disc_t = torch.stack(discarded) if discarded else ref.new_zeros((0,))
     full_ranks = (1, *(min(math.prod(shape[: k + 1]), math.prod(shape[k + 1 :])) for k in range(d - 1)), 1)

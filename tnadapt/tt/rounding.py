@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from ._errors import check_finite, check_positive_float, check_rank_spec
 from ._numerics import stable_norm
-from ._sweeps import feasible_caps, svd_sweep
+from ._sweeps import drop_redundant_ranks, svd_sweep
 from .canonical import orthogonalize
 from .tensor_train import TensorTrain
 from .truncation import TruncationReport
@@ -70,7 +70,7 @@ def round_tt(
     >>> rep.tt.ranks, float(rep.relative_error) < 1e-12
     ((1, 3, 3, 3, 1), True)
     """
-    caps = feasible_caps(tt.shape, check_truncation_args(tt, max_rank, eps, cutoff, min_rank))
+    caps = check_truncation_args(tt, max_rank, eps, cutoff, min_rank)
     d = tt.order
     # Sweep toward whichever end is closer to a known centre (saves a QR sweep).
     to_right = tt.center is None or tt.center <= (d - 1) / 2
@@ -87,6 +87,7 @@ def round_tt(
         cutoff=cutoff,
         min_rank=min_rank,
     )
+    drop_redundant_ranks(cores, d - 1 if to_right else 0)
     out = TensorTrain(cores, center=d - 1 if to_right else 0)
     return TruncationReport(
         tt=out,
