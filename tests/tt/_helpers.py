@@ -1,0 +1,103 @@
+"""Shared strategies, dense references and settings for the ``tnadapt.tt`` property tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from hypothesis import settings
+from hypothesis.strategies import SearchStrategy
+
+from tnadapt import testing
+from tnadapt.tt import TensorTrain
+
+#: The parameter space of the issue's bar: orders 1..7, small modes and ranks, every dtype.
+ORDERS = range(1, 8)
+MODE_SIZES = range(1, 5)
+RANKS = range(1, 5)
+MAX_NUMEL = 2048
+
+
+def trains(**overrides: Any) -> SearchStrategy[TensorTrain]:
+    """:func:`tnadapt.testing.tensor_trains` over the suite's default parameter space."""
+    kwargs: dict[str, Any] = {
+        "orders": ORDERS,
+        "mode_sizes": MODE_SIZES,
+        "ranks": RANKS,
+        "dtypes": testing.DTYPES,
+        "max_numel": MAX_NUMEL,
+    }
+    kwargs.update(overrides)
+    return testing.tensor_trains(**kwargs)
+
+
+def scaled(fraction: float) -> settings:
+    """Settings with a fraction of the active profile's ``max_examples`` (at least 5)."""
+    return settings(max_examples=max(5, int(settings().max_examples * fraction)))
+
+
+def wide(dtype: torch.dtype) -> torch.dtype:
+    """float64 / complex128 counterpart of ``dtype``."""
+    return torch.complex128 if dtype.is_complex else torch.float64
+
+
+def reference(x: TensorTrain) -> torch.Tensor:
+    """Dense tensor of ``x`` computed in double precision by an independent einsum chain."""
+    return testing.dense(x.to(wide(x.dtype)))
+
+
+def rtol(x: TensorTrain | torch.dtype) -> float:
+    return testing.default_rtol(x if isinstance(x, torch.dtype) else x.dtype)
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def dense_tt_svd_tails(tensor: torch.Tensor, ranks: Sequence[int], direction: str = "right") -> torch.Tensor:
+    """Per-bond discarded norms of a dense sequential TT-SVD truncating bond ``k`` to ``ranks[k]``.
+
+    ``direction="right"`` peels modes from the left (bond 0 first), ``"left"`` from the right.
+    This is what rounding and the canonical two-site sweep must report, computed densely.
+    """
+    a = tensor.detach().to(wide(tensor.dtype))
+    shape = tuple(a.shape)
+    d = len(shape)
+    tails = torch.zeros(max(d - 1, 0), dtype=torch.float64)
+    if direction == "right":
+        rest = a.reshape(1, -1)
+        for k in range(d - 1):
+            u, s, vh = torch.linalg.svd(rest.reshape(rest.shape[0] * shape[k], -1), full_matrices=False)
+            r = ranks[k]
+            tails[k] = torch.linalg.vector_norm(s[r:])
+            rest = s[:r].to(vh.dtype).unsqueeze(1) * vh[:r]
+    else:
+        rest = a.reshape(-1, 1)
+        for k in range(d - 1, 0, -1):
+            u, s, vh = torch.linalg.svd(rest.reshape(-1, shape[k] * rest.shape[1]), full_matrices=False)
+            r = ranks[k - 1]
+            tails[k - 1] = torch.linalg.vector_norm(s[r:])
+            rest = u[:, :r] * s[:r].to(u.dtype).unsqueeze(0)
+    return tails
+
+
+def truncation_ranks(singular_values: Sequence[torch.Tensor], discarded: torch.Tensor) -> list[int]:
+    """The rank each bond was truncated to, read off a report: the smallest ``r`` whose tail
+    ``||s[r:]||`` is the reported discarded norm (both come from the same reported ``s``, so
+    they agree to round-off).
+
+    Differs from the final ranks when redundant ranks were dropped after the sweep.
+    """
+    ranks = []
+    for s, gone in zip(singular_values, discarded.tolist()):
+        real = s.dtype.to_real() if s.dtype.is_complex else s.dtype
+        slack = 1e-3 * gone + 100 * torch.finfo(real).eps * (float(s.max()) if s.numel() else 0.0)
+        tails = [float(torch.linalg.vector_norm(s[r:].to(torch.float64))) for r in range(len(s) + 1)]
+        ranks.append(next(r for r, t in enumerate(tails) if t <= gone + slack))
+    return ranks
+
+
+def as_float(t: torch.Tensor) -> float:
+    """A real 0-d tensor as a Python float (in double precision)."""
+    return float(t.detach().to(torch.float64))

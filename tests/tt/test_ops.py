@@ -1,0 +1,199 @@
+"""Algebra: +, -, scalar *, /, negation, Hadamard, dot, norm, contract — against dense references."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from _helpers import as_float, generator, reference, rtol, trains, wide
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tnadapt import testing
+from tnadapt.testing import assert_dense_close, assert_tt_close, gauge_transform
+from tnadapt.tt import TensorTrain, add, contract, dot, hadamard, norm, scale
+
+
+@st.composite
+def pairs(draw: st.DrawFn, **overrides: object) -> tuple[TensorTrain, TensorTrain]:
+    """Two trains with the same shape, dtype and device but independent ranks and values."""
+    x = draw(trains(**overrides))
+    ranks = [draw(st.integers(1, 4)) for _ in range(x.order - 1)]
+    y = TensorTrain.random(x.shape, ranks, generator=generator(draw(st.integers(0, 2**32 - 1))), dtype=x.dtype)
+    return x, y.to(x.device)
+
+
+def _sum_ranks(a: TensorTrain, b: TensorTrain) -> tuple[int, ...]:
+    if a.order == 1:
+        return (1, 1)
+    return (1, *(ra + rb for ra, rb in zip(a.bond_dims, b.bond_dims)), 1)
+
+
+@given(pairs())
+def test_add_and_sub_agree_with_dense_and_ranks_add(xy: tuple[TensorTrain, TensorTrain]) -> None:
+    x, y = xy
+    fx, fy = reference(x), reference(y)
+    scale_ = float(torch.linalg.vector_norm(fx) + torch.linalg.vector_norm(fy))
+    for z, expected in ((x + y, fx + fy), (x - y, fx - fy), (add(x, y), fx + fy)):
+        assert z.ranks == _sum_ranks(x, y) and z.dtype == x.dtype
+        assert_dense_close(z.full(), expected, atol=rtol(x) * scale_, rtol=0.0)
+
+
+@given(trains(canonical=st.booleans()), st.one_of(st.just(0.0), st.floats(1e-3, 1e3), st.floats(-1e3, -1e-3)))
+def test_scalar_multiplication_and_negation(x: TensorTrain, real_alpha: float) -> None:
+    fx = reference(x)
+    for z, expected in ((real_alpha * x, real_alpha * fx), (x * real_alpha, real_alpha * fx), (-x, -fx)):
+        assert z.ranks == x.ranks and z.dtype == x.dtype
+        assert z.center == x.center
+        assert_dense_close(z.full(), expected, rtol=rtol(x), atol=rtol(x) * abs(real_alpha))
+    if real_alpha != 0:
+        assert_dense_close((x / real_alpha).full(), fx / real_alpha, rtol=rtol(x))
+    # Tensor scalars behave like Python scalars.
+    t = torch.tensor(real_alpha, dtype=x.dtype.to_real() if x.dtype.is_complex else x.dtype)
+    assert_dense_close((t * x).full(), real_alpha * fx, rtol=rtol(x), atol=rtol(x) * abs(real_alpha))
+
+
+@given(trains(dtypes=testing.DTYPES), st.complex_numbers(min_magnitude=1e-3, max_magnitude=1e3))
+def test_complex_scalar_promotes_to_a_complex_train(x: TensorTrain, alpha: complex) -> None:
+    z = x * alpha
+    expected_dtype = torch.complex64 if x.dtype in (torch.float32, torch.complex64) else torch.complex128
+    assert z.dtype == expected_dtype and z.ranks == x.ranks
+    assert_dense_close(z.full(), alpha * reference(x), rtol=rtol(x))
+    w = x * torch.tensor(alpha, dtype=torch.complex128)  # 0-d tensors promote only to a higher category
+    assert w.dtype == expected_dtype
+    assert_dense_close(w.full(), alpha * reference(x), rtol=rtol(x))
+
+
+@given(pairs())
+def test_hadamard_agrees_with_dense_and_ranks_multiply(xy: tuple[TensorTrain, TensorTrain]) -> None:
+    x, y = xy
+    for z in (x * y, hadamard(x, y)):
+        assert z.ranks == tuple(ra * rb for ra, rb in zip(x.ranks, y.ranks))
+        assert_dense_close(z.full(), reference(x) * reference(y), rtol=rtol(x))
+
+
+@given(pairs())
+def test_dot_agrees_with_dense_and_is_sesquilinear(xy: tuple[TensorTrain, TensorTrain]) -> None:
+    x, y = xy
+    fx, fy = reference(x), reference(y)
+    expected = (fx.conj() * fy).sum()
+    bound = rtol(x) * float(torch.linalg.vector_norm(fx) * torch.linalg.vector_norm(fy))
+    got = dot(x, y)
+    assert got.dtype == x.dtype and got.shape == ()
+    assert abs(complex(got) - complex(expected)) <= bound
+    assert abs(complex(x.dot(y)) - complex(dot(y, x)).conjugate()) <= bound
+    if x.dtype.is_complex:
+        # conj-linear in the first argument, linear in the second.
+        c = 0.5 - 2j
+        assert abs(complex(dot(c * x, y)) - c.conjugate() * complex(got)) <= 3 * bound
+        assert abs(complex(dot(x, c * y)) - c * complex(got)) <= 3 * bound
+
+
+@given(trains(canonical=st.booleans()))
+def test_norm_agrees_with_dense(x: TensorTrain) -> None:
+    expected = float(torch.linalg.vector_norm(reference(x)))
+    got = norm(x)
+    assert got.dtype == (x.dtype.to_real() if x.dtype.is_complex else x.dtype) and got.shape == ()
+    assert abs(as_float(got) - expected) <= rtol(x) * expected
+    assert abs(as_float(x.norm()) - expected) <= rtol(x) * expected
+
+
+@given(trains(dtypes=testing.REAL_DTYPES + testing.COMPLEX_DTYPES), st.sampled_from([1e-30, 1e30]))
+def test_norm_neither_underflows_nor_overflows(x: TensorTrain, factor: float) -> None:
+    # ||x||^2 is 1e+-60: out of float32 range, so squaring (dot(x, x)) would fail.
+    expected = float(torch.linalg.vector_norm(reference(x))) * factor
+    got = as_float((x * factor).norm())
+    assert abs(got - expected) <= rtol(x) * expected
+
+
+@given(trains())
+def test_gauge_transform_leaves_full_dot_and_norm_invariant(x: TensorTrain) -> None:
+    y = gauge_transform(x, generator=generator(1), condition=10.0)
+    fx = reference(x)
+    nx = float(torch.linalg.vector_norm(fx))
+    assert_dense_close(y.full(), fx, rtol=10 * rtol(x))
+    assert abs(as_float(y.norm()) - nx) <= 10 * rtol(x) * nx
+    assert abs(complex(dot(y, x)) - nx**2) <= 10 * rtol(x) * nx**2
+    assert abs(complex(dot(y, y)) - nx**2) <= 10 * rtol(x) * nx**2
+
+
+@st.composite
+def contraction_factors(draw: st.DrawFn) -> tuple[TensorTrain, dict[int, torch.Tensor]]:
+    x = draw(trains(orders=range(1, 6)))
+    g = generator(draw(st.integers(0, 2**32 - 1)))
+    modes = draw(st.lists(st.integers(0, x.order - 1), unique=True))
+    factors: dict[int, torch.Tensor] = {}
+    for k in modes:
+        kind = draw(st.sampled_from(["vector", "matrix"]))
+        shape = (x.shape[k],) if kind == "vector" else (draw(st.integers(1, 3)), x.shape[k])
+        factors[k - x.order if draw(st.booleans()) else k] = torch.randn(*shape, generator=g, dtype=x.dtype)
+    return x, factors
+
+
+def _dense_contract(a: torch.Tensor, factors: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Mode products on the dense tensor, highest mode first so lower axes keep their positions."""
+    d = a.ndim
+    dtype = functools.reduce(torch.promote_types, (f.dtype for f in factors.values()), a.dtype)
+    by_mode = {m % d: f.to(dtype) for m, f in factors.items()}
+    out = a.to(dtype)
+    for k in sorted(by_mode, reverse=True):
+        f = by_mode[k]
+        if f.ndim == 1:
+            out = torch.tensordot(out, f, dims=([k], [0]))
+        else:
+            out = torch.movedim(torch.tensordot(out, f, dims=([k], [1])), -1, k)
+    return out
+
+
+@given(contraction_factors())
+def test_contract_agrees_with_dense_mode_products(case: tuple[TensorTrain, dict[int, torch.Tensor]]) -> None:
+    x, factors = case
+    got = contract(x, factors)
+    expected = _dense_contract(reference(x), factors)
+    # Frobenius norms bound the mode products: ||X x_k F_k|| <= ||X|| prod_k ||F_k||.
+    scale_ = float(torch.linalg.vector_norm(reference(x)))
+    for f in factors.values():
+        scale_ *= float(torch.linalg.vector_norm(f.to(wide(f.dtype))))
+    if isinstance(got, TensorTrain):
+        assert got.dtype == x.dtype
+        assert_dense_close(got.full(), expected, rtol=0.0, atol=rtol(x) * scale_ + 1e-30)
+        assert x.contract(factors).shape == got.shape
+    else:
+        assert got.shape == () and expected.ndim == 0
+        assert abs(complex(got) - complex(expected)) <= rtol(x) * scale_ + 1e-30
+
+
+@pytest.mark.parametrize(
+    ("tt_dtype", "factor_dtype", "expected"),
+    [
+        (torch.float32, torch.float64, torch.float64),
+        (torch.float64, torch.float32, torch.float64),
+        (torch.float32, torch.complex64, torch.complex64),
+        (torch.float64, torch.complex64, torch.complex128),
+    ],
+)
+@pytest.mark.parametrize("kind", ["one vector", "one matrix", "all vectors"])
+def test_contract_promotes_mixed_dtypes(
+    tt_dtype: torch.dtype, factor_dtype: torch.dtype, expected: torch.dtype, kind: str
+) -> None:
+    x = TensorTrain.random((3, 4, 2), 2, generator=generator(0), dtype=tt_dtype)
+    g = generator(1)
+    if kind == "one vector":
+        factors = {1: torch.randn(4, generator=g, dtype=torch.float64).to(factor_dtype)}
+    elif kind == "one matrix":
+        factors = {1: torch.randn(5, 4, generator=g, dtype=torch.float64).to(factor_dtype)}
+    else:
+        factors = {k: torch.randn(n, generator=g, dtype=torch.float64).to(factor_dtype) for k, n in enumerate(x.shape)}
+    got = contract(x, factors)
+    assert got.dtype == expected
+    ref = _dense_contract(reference(x), {k: f.to(wide(expected)) for k, f in factors.items()})
+    dense_got = got.full() if isinstance(got, TensorTrain) else got
+    assert_dense_close(dense_got, ref, rtol=rtol(tt_dtype), atol=rtol(tt_dtype))
+
+
+def test_scale_function_keeps_centre_and_multiplies_the_centre_core() -> None:
+    x = TensorTrain.random((3, 4, 5), 2, generator=generator(0), dtype=torch.float64).orthogonalize(1)
+    y = scale(x, 3.0)
+    assert y.center == 1 and torch.equal(y.cores[0], x.cores[0]) and torch.equal(y.cores[2], x.cores[2])
+    assert_tt_close(y, 3.0 * TensorTrain(x.cores))

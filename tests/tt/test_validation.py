@@ -1,0 +1,274 @@
+"""Every invalid input raises the documented error, with a message naming the argument."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from tnadapt import testing
+from tnadapt.tt import (
+    TensorTrain,
+    contract,
+    dmrg_sweep,
+    dot,
+    gather,
+    hadamard,
+    init_core,
+    make_cores,
+    merge,
+    orthogonalize,
+    replace_two_site,
+    round_tt,
+    split,
+    tt_svd,
+)
+
+G = torch.Generator().manual_seed(0)
+X = TensorTrain.random((3, 4, 5), 2, generator=G, dtype=torch.float64)
+Y = TensorTrain.random((3, 4, 6), 2, generator=G, dtype=torch.float64)
+C = [c.clone() for c in X.cores]
+
+
+def _with_nan(core: int) -> TensorTrain:
+    cores = [c.clone() for c in X.cores]
+    cores[core][0, 0, 0] = float("nan") if core != 1 else float("inf")
+    return TensorTrain(cores)
+
+
+CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
+    # construction
+    ("empty", lambda: TensorTrain([]), ValueError, r"cores: expected at least one core"),
+    ("not 3-D", lambda: TensorTrain([C[0], C[1].reshape(2, 8), C[2]]), ValueError, r"cores\[1\]: expected a 3-D core"),
+    ("not a tensor", lambda: TensorTrain([C[0], [[1.0]], C[2]]), TypeError, r"cores\[1\]: expected a torch.Tensor"),
+    (
+        "bond mismatch",
+        lambda: TensorTrain([C[0], C[1][:1], C[2]]),
+        ValueError,
+        r"cores\[1\]: left rank 1 .* right rank 2",
+    ),
+    ("r_0 != 1", lambda: TensorTrain([C[1], C[2]]), ValueError, r"cores\[0\]: boundary rank r_0 must be 1"),
+    ("r_d != 1", lambda: TensorTrain([C[0], C[1]]), ValueError, r"cores\[1\]: boundary rank r_d must be 1"),
+    (
+        "mixed dtype",
+        lambda: TensorTrain([C[0], C[1].float(), C[2]]),
+        ValueError,
+        r"cores\[1\]: dtype torch.float32 differs",
+    ),
+    (
+        "mixed device",
+        lambda: TensorTrain([C[0], C[1].to("meta"), C[2]]),
+        ValueError,
+        r"cores\[1\]: device meta differs",
+    ),
+    (
+        "int dtype",
+        lambda: TensorTrain([torch.ones(1, 2, 1, dtype=torch.int64)]),
+        ValueError,
+        r"cores\[0\]: expected a floating",
+    ),
+    ("empty mode", lambda: TensorTrain([torch.ones(1, 0, 1)]), ValueError, r"cores\[0\]: every dimension must be >= 1"),
+    ("bad centre", lambda: TensorTrain(C, center=3), IndexError, r"center: mode 3 is out of range"),
+    (
+        "ranks list",
+        lambda: TensorTrain.random((3, 4, 5), [2]),
+        ValueError,
+        r"ranks: expected one rank per bond \(2 values\)",
+    ),
+    ("rank 0", lambda: TensorTrain.zeros((3, 4), 0), ValueError, r"ranks: ranks must be >= 1"),
+    (
+        "bad shape",
+        lambda: make_cores((3, 0), 2, "zeros"),
+        ValueError,
+        r"shape: expected a non-empty sequence of positive",
+    ),
+    ("bad init", lambda: init_core(1, 2, 1, "uniform"), ValueError, r"kind: expected one of"),
+    ("init count", lambda: make_cores((2, 2), 1, ["zeros"]), ValueError, r"kind: expected one init per core \(2\)"),
+    # full() guard
+    (
+        "full guard",
+        lambda: X.full(max_elements=10),
+        ValueError,
+        r"full\(\): the dense tensor of shape \(3, 4, 5\) has 60 entries",
+    ),
+    # indexing
+    ("index range", lambda: X[3], IndexError, r"index\[0\]: 3 is out of range for mode 0 of size 3"),
+    ("negative range", lambda: X[0, -5], IndexError, r"index\[1\]: -5 is out of range for mode 1 of size 4"),
+    ("list range", lambda: X[:, [0, 4]], IndexError, r"index\[1\]: entries out of range for mode 1 of size 4"),
+    ("too many", lambda: X[0, 0, 0, 0], IndexError, r"index: too many indices \(4\) for a tensor train of order 3"),
+    ("two ellipses", lambda: X[..., 0, ...], IndexError, r"index: at most one '...'"),
+    ("empty slice", lambda: X[2:1], IndexError, r"index\[0\]: slice .* selects no entries"),
+    ("bool index", lambda: X[True], IndexError, r"index\[0\]: boolean indices are not supported"),
+    (
+        "gather shape",
+        lambda: gather(X, torch.zeros(4, 2, dtype=torch.long)),
+        ValueError,
+        r"indices: expected an integer tensor of shape \(batch, 3\)",
+    ),
+    ("gather float", lambda: gather(X, torch.zeros(4, 3)), ValueError, r"indices: expected an integer tensor"),
+    (
+        "gather range",
+        lambda: gather(X, torch.tensor([[0, 0, 5]])),
+        IndexError,
+        r"indices: entries out of range for shape \(3, 4, 5\)",
+    ),
+    # algebra
+    ("dot shapes", lambda: dot(X, Y), ValueError, r"dot: shapes differ: \(3, 4, 5\) vs \(3, 4, 6\)"),
+    ("dot dtypes", lambda: dot(X, X.to(torch.float32)), ValueError, r"dot: dtypes differ"),
+    ("dot devices", lambda: dot(X, X.to("meta")), ValueError, r"dot: devices differ"),
+    ("dot type", lambda: dot(X, X.full()), TypeError, r"dot: expected a TensorTrain operand"),
+    ("add shapes", lambda: X + Y, ValueError, r"add: shapes differ"),
+    ("sub shapes", lambda: X - Y, ValueError, r"add: shapes differ"),
+    ("hadamard shapes", lambda: hadamard(X, Y), ValueError, r"hadamard: shapes differ"),
+    ("add scalar", lambda: X + 1.0, TypeError, r"unsupported operand"),
+    (
+        "contract size",
+        lambda: contract(X, {1: torch.ones(5, dtype=torch.float64)}),
+        ValueError,
+        r"factors\[1\]: last dimension 5 does not match mode size 4",
+    ),
+    (
+        "contract twice",
+        lambda: contract(X, {0: torch.ones(3), -3: torch.ones(3)}),
+        ValueError,
+        r"factors: mode -3 given twice",
+    ),
+    (
+        "contract 3-D",
+        lambda: contract(X, {0: torch.ones(2, 2, 3)}),
+        ValueError,
+        r"factors\[0\]: expected a vector \(n_k,\) or matrix",
+    ),
+    ("contract mode", lambda: contract(X, {3: torch.ones(3)}), IndexError, r"factors: mode 3 is out of range"),
+    # canonical forms
+    (
+        "centre range",
+        lambda: orthogonalize(X, 3),
+        IndexError,
+        r"center: mode 3 is out of range for a tensor train of order 3",
+    ),
+    ("centre type", lambda: orthogonalize(X, 1.0), TypeError, r"center: expected an int mode index"),  # type: ignore[arg-type]
+    ("core index", lambda: X.is_left_orthonormal(5), IndexError, r"k: mode 5 is out of range"),
+    # rounding / decompositions / sweeps
+    (
+        "round nan",
+        lambda: round_tt(_with_nan(0)),
+        ValueError,
+        r"tt: expected finite values, but core\(s\) \[0\] contain NaN or Inf",
+    ),
+    (
+        "round inf",
+        lambda: _with_nan(1).round(max_rank=1),
+        ValueError,
+        r"tt: expected finite values, but core\(s\) \[1\]",
+    ),
+    (
+        "sweep nan",
+        lambda: dmrg_sweep(_with_nan(2), max_rank=1),
+        ValueError,
+        r"tt: expected finite values, but core\(s\) \[2\]",
+    ),
+    ("tt_svd nan", lambda: tt_svd(torch.tensor([[1.0, float("nan")]])), ValueError, r"tensor: expected finite values"),
+    ("tt_svd type", lambda: tt_svd([[1.0]]), TypeError, r"tensor: expected a torch.Tensor"),  # type: ignore[arg-type]
+    (
+        "tt_svd int",
+        lambda: tt_svd(torch.ones(2, 2, dtype=torch.int32)),
+        ValueError,
+        r"tensor: expected a floating or complex dtype",
+    ),
+    ("tt_svd empty", lambda: tt_svd(torch.ones(2, 0)), ValueError, r"tensor: expected a non-empty tensor"),
+    (
+        "max_rank list",
+        lambda: round_tt(X, max_rank=[2, 2, 2]),
+        ValueError,
+        r"max_rank: expected one rank per bond \(2 values\), got 3",
+    ),
+    ("max_rank zero", lambda: round_tt(X, max_rank=0), ValueError, r"max_rank: ranks must be >= 1"),
+    (
+        "max_rank bool",
+        lambda: round_tt(X, max_rank=True),
+        TypeError,
+        r"max_rank: expected an int or a list of ints, got bool",
+    ),
+    ("max_rank str", lambda: round_tt(X, max_rank=2.5), TypeError, r"max_rank: expected an int or a list of 2 ints"),  # type: ignore[arg-type]
+    ("tt_svd max_rank", lambda: tt_svd(X.full(), max_rank=[1]), ValueError, r"max_rank: expected one rank per bond"),
+    ("negative eps", lambda: round_tt(X, eps=-1e-3), ValueError, r"eps: expected a finite float >= 0, got -0.001"),
+    ("nan eps", lambda: tt_svd(X.full(), eps=float("nan")), ValueError, r"eps: expected a finite float >= 0"),
+    ("eps type", lambda: dmrg_sweep(X, eps="0.1"), TypeError, r"eps: expected a float, got str"),  # type: ignore[arg-type]
+    ("negative cutoff", lambda: round_tt(X, cutoff=-1.0), ValueError, r"cutoff: expected a finite float >= 0"),
+    ("min_rank", lambda: round_tt(X, min_rank=0), ValueError, r"min_rank: expected an int >= 1, got 0"),
+    ("round type", lambda: round_tt(X.full()), TypeError, r"tt: expected a TensorTrain"),  # type: ignore[arg-type]
+    # two-site
+    (
+        "bad absorb",
+        lambda: split(X.merge(0), absorb="middle"),
+        ValueError,
+        r"absorb: expected one of \('left', 'right', 'both'\), got 'middle'",
+    ),
+    ("split 3-D", lambda: split(X.cores[1]), ValueError, r"supercore: expected a 4-D tensor"),
+    ("split max_rank", lambda: split(X.merge(0), max_rank=0), ValueError, r"max_rank: expected an int >= 1"),
+    ("split eps", lambda: split(X.merge(0), eps=-1.0), ValueError, r"eps: expected a finite float >= 0"),
+    (
+        "supercore shape",
+        lambda: replace_two_site(X, 0, X.merge(1)),
+        ValueError,
+        r"supercore: expected shape \(1, 3, 4, 2\) for sites \(0, 1\), got \(2, 4, 5, 1\)",
+    ),
+    ("supercore type", lambda: X.split(0, X.full()), ValueError, r"supercore: expected shape"),
+    ("merge k", lambda: merge(X, 2), IndexError, r"k: bond 2 is out of range for a tensor train of order 3"),
+    (
+        "merge order",
+        lambda: merge(TensorTrain([C[0].reshape(1, 3, 2)[:, :, :1]]), 0),
+        ValueError,
+        r"merge: needs a train of order >= 2",
+    ),
+    # testing helpers
+    (
+        "spectra",
+        lambda: testing.tt_with_spectra([[1.0, -1.0]]),
+        ValueError,
+        r"spectra\[0\]: expected a non-empty, finite, non-negative",
+    ),
+    (
+        "spectra sizes",
+        lambda: testing.tt_with_spectra([[1.0, 0.5]], mode_sizes=[1, 2]),
+        ValueError,
+        r"mode_sizes: expected 2 sizes with n_k >= r_\(k-1\) r_k = \[2, 2\]",
+    ),
+    ("close type", lambda: testing.assert_tt_close(X, X.full()), TypeError, r"expected: expected a TensorTrain"),  # type: ignore[arg-type]
+    (
+        "close shape",
+        lambda: testing.assert_tt_close(X, Y),
+        AssertionError,
+        r"shapes differ: \(3, 4, 5\) vs \(3, 4, 6\)",
+    ),
+    (
+        "rtol dtype",
+        lambda: testing.default_rtol(torch.int64),
+        ValueError,
+        r"dtype: expected a floating or complex dtype",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "error", "pattern"), CASES, ids=[c[0] for c in CASES])
+def test_invalid_input_raises_a_named_error(
+    name: str, call: Callable[[], object], error: type[Exception], pattern: str
+) -> None:
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+def test_validation_happens_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Non-finite input is rejected before a single QR or SVD runs."""
+    from tnadapt.tt import linalg
+
+    def forbidden(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a factorization ran before validation")
+
+    monkeypatch.setattr(linalg, "svd", forbidden)
+    monkeypatch.setattr(linalg, "qr", forbidden)
+    for call in (lambda: round_tt(_with_nan(1)), lambda: dmrg_sweep(_with_nan(0)), lambda: tt_svd(_with_nan(2).full())):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            call()
