@@ -44,6 +44,7 @@ from .lora_export import export_lora, lora_factors
 from .metatt import INIT_ALIASES, METATT_FAMILY, GlobalTTAdapter, build_metatt, lora_num_parameters, parse_init
 from .serialization import load_adapter, read_adapter_config, save_adapter
 from .targets import TargetInfo, group_by_shape, layer_index, match_targets
+from .tera import TERA_FAMILY, TeRAAdapter, TeRAConfig, build_tera
 
 __all__ = [
     "CONTAINER_ATTR",
@@ -51,6 +52,7 @@ __all__ = [
     "METATT_FAMILY",
     "PRESETS",
     "STRUCTURAL_MODES",
+    "TERA_FAMILY",
     "AdaptedLinear",
     "AdapterConfig",
     "AdapterContainer",
@@ -62,9 +64,12 @@ __all__ = [
     "ParameterCount",
     "Preset",
     "TargetInfo",
+    "TeRAAdapter",
+    "TeRAConfig",
     "adapted_modules",
     "adapter_context",
     "build_metatt",
+    "build_tera",
     "disable",
     "export_lora",
     "get_adapters",
