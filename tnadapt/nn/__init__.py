@@ -40,6 +40,7 @@ from .injection import (
     unwrap,
     wrap,
 )
+from .lora_compress import CompressionReport, SliceError, compress_lora, read_lora
 from .lora_export import export_lora, lora_factors
 from .metatt import INIT_ALIASES, METATT_FAMILY, GlobalTTAdapter, build_metatt, lora_num_parameters, parse_init
 from .serialization import load_adapter, read_adapter_config, save_adapter
@@ -59,10 +60,12 @@ __all__ = [
     "AdapterFamily",
     "AdapterGroup",
     "AdapterOwner",
+    "CompressionReport",
     "GlobalTTAdapter",
     "MetaTTConfig",
     "ParameterCount",
     "Preset",
+    "SliceError",
     "TargetInfo",
     "TeRAAdapter",
     "TeRAConfig",
@@ -70,6 +73,7 @@ __all__ = [
     "adapter_context",
     "build_metatt",
     "build_tera",
+    "compress_lora",
     "disable",
     "export_lora",
     "get_adapters",
@@ -87,6 +91,7 @@ __all__ = [
     "parse_init",
     "print_trainable_parameters",
     "read_adapter_config",
+    "read_lora",
     "register_family",
     "registered_families",
     "save_adapter",
