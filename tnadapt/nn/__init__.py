@@ -5,7 +5,10 @@
 * :func:`adapter_context`, :func:`disable`, :func:`merge`, :func:`unmerge`,
   :func:`merge_and_unload`, :func:`unwrap` — steering a wrapped model;
 * :func:`save_adapter` / :func:`load_adapter` — safetensors + JSON, no pickle;
-* :func:`lora_factors` / :func:`export_lora` — exact export to (peft) LoRA.
+* :func:`lora_factors` / :func:`export_lora` — exact export to (peft) LoRA;
+* :class:`TeRAConfig` + :func:`wrap` — TeRA (frozen random shared Tucker factors, trained vectors);
+* :func:`compress_lora` — LoRA adapter(s) (peft dirs or dicts, one or several tasks) into one MetaTT;
+* :func:`budget` — per-bond MetaTT ranks for a trainable-parameter target.
 
 >>> import torch
 >>> from torch import nn
@@ -17,6 +20,7 @@
 trainable params: 176 || all params: 720 || trainable%: 24.4444 || adapter params: 176
 """
 
+from .budget import BudgetResult, budget, budget_for_legs
 from .config import PRESETS, STRUCTURAL_MODES, AdapterConfig, MetaTTConfig, Preset
 from .control import (
     ParameterCount,
@@ -60,6 +64,7 @@ __all__ = [
     "AdapterFamily",
     "AdapterGroup",
     "AdapterOwner",
+    "BudgetResult",
     "CompressionReport",
     "GlobalTTAdapter",
     "MetaTTConfig",
@@ -71,6 +76,8 @@ __all__ = [
     "TeRAConfig",
     "adapted_modules",
     "adapter_context",
+    "budget",
+    "budget_for_legs",
     "build_metatt",
     "build_tera",
     "compress_lora",
