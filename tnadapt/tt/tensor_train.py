@@ -186,7 +186,7 @@ class TensorTrain:
     @property
     def ranks(self) -> tuple[int, ...]:
         """TT ranks ``(r_0, ..., r_d)`` including the boundary ranks ``r_0 = r_d = 1``."""
-        return (1,) + tuple(int(c.shape[2]) for c in self._cores)
+        return (1, *(int(c.shape[2]) for c in self._cores))
 
     @property
     def bond_dims(self) -> tuple[int, ...]:
