@@ -174,13 +174,13 @@ def contract(tt: TensorTrain, factors: Mapping[int, torch.Tensor]) -> TensorTrai
         return opt_einsum.contract(*operands, [0, 2 * d], backend="torch").reshape(())
     items: list[torch.Tensor] = []
     for k, core in enumerate(tt_cores):
-        factor = normalized.get(k)
-        if factor is None:
+        mode_factor = normalized.get(k)
+        if mode_factor is None:
             items.append(core)
-        elif factor.ndim == 1:
-            items.append(torch.einsum("anb,n->ab", core, factor))
+        elif mode_factor.ndim == 1:
+            items.append(torch.einsum("anb,n->ab", core, mode_factor))
         else:
-            items.append(torch.einsum("anb,mn->amb", core, factor))
+            items.append(torch.einsum("anb,mn->amb", core, mode_factor))
     return absorb_matrices(items)
 
 
