@@ -94,7 +94,7 @@ def _apply_merge(model: nn.Module, indices: dict[str, int], sign: float) -> None
     container = get_container(model)
     with torch.no_grad():
         for layer in adapted_modules(model).values():
-            owner = container.groups[layer.group]
+            owner = container.owner(layer.group)
             weight = layer.base_layer.weight
             delta = owner.delta_weight(**layer.key, **indices)
             weight.add_(delta.to(device=weight.device, dtype=weight.dtype), alpha=sign)
@@ -181,7 +181,7 @@ def trainable_parameters(model: nn.Module) -> ParameterCount:
         total += p.numel()
         if p.requires_grad:
             trainable += p.numel()
-    adapter = sum(int(owner.num_parameters()) for owner in get_container(model).groups.values())
+    adapter = sum(int(owner.num_parameters()) for owner in get_container(model).owners().values())
     return ParameterCount(int(trainable), int(total), adapter)
 
 

@@ -23,13 +23,13 @@ each shared tensor exactly once and dtype/device moves just work.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from .config import AdapterConfig
-from .family import AdapterGroup, get_family
+from .family import AdapterGroup, AdapterOwner, get_family
 from .targets import match_targets
 
 __all__ = [
@@ -78,6 +78,14 @@ class AdapterContainer(nn.Module):
         self.disabled = False
         self.merged: dict[str, int] | None = None
         self.restore: list[tuple[str, str, Any]] = []
+
+    def owner(self, group: str) -> AdapterOwner:
+        """The owner module of shape group ``group``."""
+        return cast(AdapterOwner, self.groups[group])
+
+    def owners(self) -> dict[str, AdapterOwner]:
+        """``group -> owner`` for every shape group."""
+        return {g: cast(AdapterOwner, m) for g, m in self.groups.items()}
 
     @property
     def dynamic_modes(self) -> dict[str, int]:
@@ -210,7 +218,7 @@ def _match_modules_to_save(model: nn.Module, names: Sequence[str] | None, target
     return found
 
 
-def check_target(model: nn.Module, name: str, owner: nn.Module) -> nn.Linear:
+def check_target(model: nn.Module, name: str, owner: nn.Module | AdapterOwner) -> nn.Linear:
     """The ``nn.Linear`` at ``name``, checked against the owner's ``(in_features, out_features)``."""
     try:
         module = model.get_submodule(name)
@@ -218,7 +226,7 @@ def check_target(model: nn.Module, name: str, owner: nn.Module) -> nn.Linear:
         raise ValueError(f"targets: the model has no module {name!r}") from None
     if not isinstance(module, nn.Linear):
         raise ValueError(f"targets: {name!r} is a {type(module).__name__}, expected nn.Linear")
-    want = (int(owner.in_features), int(owner.out_features))
+    want = (int(cast(AdapterOwner, owner).in_features), int(cast(AdapterOwner, owner).out_features))
     got = (module.in_features, module.out_features)
     if want != got:
         raise ValueError(f"targets: {name!r} has (in_features, out_features) = {got}, the adapter expects {want}")

@@ -49,10 +49,10 @@ def lora_factors(model: nn.Module, **indices: int) -> dict[str, tuple[torch.Tens
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     with torch.no_grad():
         for name, layer in adapted_modules(model).items():
-            owner = container.groups[layer.group]
-            if not hasattr(owner, "lora_factors"):
+            factors = getattr(container.groups[layer.group], "lora_factors", None)
+            if not callable(factors):
                 raise TypeError(f"model: the {container.family!r} adapter has no low-rank factors to export")
-            a, b = owner.lora_factors(**layer.key, **indices)
+            a, b = factors(**layer.key, **indices)
             out[name] = (a.detach().clone(), b.detach().clone())
     return out
 

@@ -114,10 +114,10 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
     container = get_container(model)
     groups: dict[str, Any] = {}
     tensors: dict[str, torch.Tensor] = {}
-    for gname, owner in container.groups.items():
+    for gname, owner in container.owners().items():
         keys = {n: k for n, (g, k) in container.targets.items() if g == gname}
         groups[gname] = {"owner": owner.config_dict(), "targets": keys}
-        tensors.update({f"adapter.{gname}.{k}": v for k, v in owner.state_dict().items()})
+        tensors.update({f"adapter.{gname}.{k}": v for k, v in container.groups[gname].state_dict().items()})
     for name in container.modules_to_save:
         state = model.get_submodule(name).state_dict()
         tensors.update({f"modules_to_save.{name}.{k}": v for k, v in state.items()})
