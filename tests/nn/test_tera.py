@@ -92,10 +92,12 @@ def test_zero_at_init_and_trainable_count(zero_vector):
     assert [tuple(p.shape) for p in physical.lambdas] == [(4, 3), (4, 4), (4, 2), (4, 5)]
 
 
+@pytest.mark.parametrize("factor_init", [None, "normal", "uniform"])
 @pytest.mark.parametrize("shape", [(12, 10), (16, 16), (8, 20), (30, 6)])
-def test_default_config_is_full_rank(shape):
+def test_default_config_is_full_rank(shape, factor_init):
     d_in, d_out = shape
-    cfg = TeRAConfig(target_modules=["0"])
+    extra = {} if factor_init is None else {"factor_init": factor_init}
+    cfg = TeRAConfig(target_modules=["0"], **extra)
     net = wrap(nn.Sequential(nn.Linear(d_in, d_out).double()), cfg)
     owner = get_adapters(net)[0]
     assert owner.ranks == owner.legs and len(owner.in_modes) == len(owner.out_modes) == 2
@@ -135,10 +137,18 @@ def test_factors_from_seed_normalised_and_frozen():
         full = torch.einsum("abcd,ia,jb,kc,ld->ijkl", core, *us)
         assert float(full.square().sum()) == pytest.approx(0.25 * 10, rel=1e-12)
         assert float(tucker_norm_sq(core, us)) == pytest.approx(0.25 * 10, rel=1e-12)
-    _, us = random_factors([3, 4], [2, 5], [2, 6, 2, 3], seed=9, init="orthogonal")
-    for u in us:
-        gram = u.T @ u if u.shape[0] >= u.shape[1] else u @ u.T
-        assert torch.allclose(gram, torch.eye(gram.shape[0], dtype=F64), atol=1e-12)
+    core, us = random_factors([3, 4], [2, 5], [2, 6, 2, 3], seed=9, init="orthogonal")
+    for mat in [*us, core.reshape(12, 6)]:
+        gram = mat.T @ mat if mat.shape[0] >= mat.shape[1] else mat @ mat.T
+        scale = gram[0, 0]
+        assert torch.allclose(gram / scale, torch.eye(gram.shape[0], dtype=F64), atol=1e-12)
+    # default (orthogonal, R_n = I_n): with every λ = 1, ΔW is a scaled orthogonal-like matrix (equal singular values)
+    owner = TeRAAdapter(12, 12, 1, [3, 4], [2, 6], dtype=F64)
+    assert owner.factor_init == "orthogonal"
+    with torch.no_grad():
+        owner.lambdas[-1].fill_(1.0)
+    s = torch.linalg.svdvals(owner.delta_weight(slot=0))
+    assert torch.allclose(s, torch.ones_like(s), atol=1e-12)  # ||ΔW||² = d_out and all 12 singular values equal
 
 
 def test_split_dim_and_costs():

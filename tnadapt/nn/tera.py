@@ -121,7 +121,7 @@ class TeRAAdapter(nn.Module):
         placement: str = "bond",
         zero_vector: int = -1,
         lambda_init: float = 1.0,
-        factor_init: str = "normal",
+        factor_init: str = "orthogonal",
         factor_scale: float = 1.0,
         seed: int = 0,
         alpha: float = 1.0,
@@ -393,7 +393,7 @@ class TeRAConfig(AdapterConfig):
     placement: str = "bond"
     zero_vector: int = -1
     lambda_init: float = 1.0
-    factor_init: str = "normal"
+    factor_init: str = "orthogonal"
     factor_scale: float = 1.0
     seed: int = 0
     alpha: float = 1.0

@@ -37,9 +37,12 @@ __all__ = [
     "tucker_norm_sq",
 ]
 
-#: Distributions for the frozen factors: ``normal`` (Gaussian core and factors),
-#: ``uniform`` (uniform on ``[-1, 1]``), ``orthogonal`` (Gaussian core, factor matrices with
-#: orthonormal columns — or rows when ``R_n > I_n``).
+#: Distributions for the frozen factors: ``orthogonal`` (default: factor matrices with
+#: orthonormal columns — rows when ``R_n > I_n`` — and a core whose ``(∏R_in, ∏R_out)``
+#: unfolding is a random partial isometry, so with ``R_n = I_n`` and every ``λ = 1`` all
+#: singular values of ``ΔW`` are equal), ``normal`` (i.i.d. Gaussian core and factors; ``ΔW``
+#: is then full rank but badly conditioned, its condition number being the product of the
+#: factors'), ``uniform`` (i.i.d. uniform on ``[-1, 1]``).
 FACTOR_INITS = ("normal", "uniform", "orthogonal")
 
 
@@ -99,13 +102,22 @@ def tucker_norm_sq(core: torch.Tensor, factors: Sequence[torch.Tensor]) -> torch
     return (acc * core).sum()
 
 
+def _isometry(mat: torch.Tensor) -> torch.Tensor:
+    """The orthonormal factor of ``mat`` (columns if tall, rows if wide), sign-fixed so it is Haar-distributed
+    for a Gaussian ``mat``."""
+    wide = mat.shape[0] < mat.shape[1]
+    q, r = torch.linalg.qr(mat.mT if wide else mat)
+    q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))
+    return q.mT if wide else q
+
+
 def random_factors(
     in_modes: Sequence[int],
     out_modes: Sequence[int],
     ranks: Sequence[int],
     *,
     seed: int,
-    init: str = "normal",
+    init: str = "orthogonal",
     scale: float = 1.0,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Frozen core ``G`` of shape ``ranks`` and factors ``U_n (I_n, R_n)``, float64 on the CPU.
@@ -122,13 +134,12 @@ def random_factors(
         raise ValueError(f"ranks: expected one Tucker rank per mode ({len(legs)} modes {legs}), got {list(ranks)}")
     generator = torch.Generator().manual_seed(int(seed))
     core = _draw(ranks, "uniform" if init == "uniform" else "normal", generator)
-    factors = []
-    for n, r in zip(legs, ranks):
-        u = _draw((n, r), "uniform" if init == "uniform" else "normal", generator)
-        if init == "orthogonal":
-            q, _ = torch.linalg.qr(u if n >= r else u.mT)
-            u = q if n >= r else q.mT
-        factors.append(u)
+    factors = [_draw((n, r), "uniform" if init == "uniform" else "normal", generator) for n, r in zip(legs, ranks)]
+    if init == "orthogonal":
+        a = len(in_modes)
+        rows = math.prod(int(r) for r in ranks[:a])
+        core = _isometry(core.reshape(rows, -1)).reshape(core.shape)
+        factors = [_isometry(u) for u in factors]
     norm_sq = tucker_norm_sq(core, factors)
     d_out = math.prod(int(n) for n in out_modes)
     core = core * (float(scale) * math.sqrt(d_out / float(norm_sq)))
