@@ -326,3 +326,19 @@ def test_optimizer_state_loaded_before_adapter_ranks_is_caught() -> None:
     opt.load_state_dict(saved)  # wrong order: old shapes into the truncated cores
     with pytest.raises(ValueError, match="restore the adapter's ranks first"):
         sched.check_optimizer_state()
+
+
+def test_training_continues_while_previous_graph_is_alive() -> None:
+    """The last step's ``loss`` (and its graph) is usually alive when the scheduler runs."""
+    net = TinyNet(rank=5)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x, y = regression_data()
+    loss = torch.nn.functional.mse_loss(net(x), y)
+    loss.backward()
+    opt.step()
+    DMRGRankScheduler(opt, net, {1: 3}).step()
+    assert loss.grad_fn is not None  # old graph still referenced
+    new_loss = torch.nn.functional.mse_loss(net(x), y)
+    new_loss.backward()
+    opt.step()
+    assert all(p.grad.shape == p.shape for p in net.adapter.cores)

@@ -12,7 +12,9 @@ the optimizer state of the cores is reset.  The scheduler does this in place:
    first that every core is finite — otherwise :class:`NonFiniteCoresError` and nothing
    is touched), grows bonds by exact padding if the target asks for more rank;
 3. writes the new cores into the **same** ``nn.Parameter`` objects (``adapter.set_cores``),
-   clears their gradients, drops their optimizer state (re-initialising it for eager
+   clears their gradients and autograd's cached gradient accumulators (so a graph still
+   alive from the last step cannot impose the old shapes, see
+   :func:`~tnadapt.optim.state.release_grad_accumulator`), drops their optimizer state (re-initialising it for eager
    optimizers such as Adagrad, see :mod:`tnadapt.optim.state`) and leaves every other
    parameter's state untouched.  The optimizer's param groups, LR schedulers and
    gradient scalers keep working, and training continues with the next
@@ -59,7 +61,7 @@ from ..tt import TensorTrain, dmrg_sweep, max_ranks, pad_ranks
 from . import distributed as _dist
 from .records import SweepRecord
 from .schedules import ScheduleLike, SweepTarget, as_schedule
-from .state import StateInit, check_optimizer_holds, reset_state, unwrap_optimizer
+from .state import StateInit, check_optimizer_holds, release_grad_accumulator, reset_state, unwrap_optimizer
 
 __all__ = ["DMRGRankScheduler", "NonFiniteCoresError", "RankClippedWarning", "TTAdapterLike"]
 
@@ -436,6 +438,7 @@ class DMRGRankScheduler:
                 params = list(adapter.cores)
                 for p in params:
                     p.grad = None
+                    release_grad_accumulator(p)
                 reset_state(self.optimizer, params, state_init=self.state_init)
         for record in records:
             self.history.append(record)
