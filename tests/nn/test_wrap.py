@@ -235,3 +235,16 @@ def test_owner_is_looked_up_at_call_time():
     layer = model.encoder.layer[1].attention.self.query
     x = torch.randn(3, 16)
     torch.testing.assert_close(layer(x), layer.base_layer(x) + x @ dense_slice(new, layer.key).T)
+
+
+def test_adapter_dtype_differs_from_base():
+    base = tiny_bert(torch.float32)
+    plain = copy.deepcopy(base)
+    model = wrap(base, MetaTTConfig(target_modules=["query"], rank=2, dtype="float64"))
+    randomize(model)
+    assert get_adapters(model)[0].cores[0].dtype == torch.float64
+    y = model(IDS).last_hidden_state
+    assert y.dtype == torch.float32  # the update is computed in float64 and cast back to the layer's dtype
+    torch.testing.assert_close(y, reference_model(plain, model)(IDS).last_hidden_state)
+    with pytest.raises(ValueError, match="floating torch dtype name"):
+        wrap(copy.deepcopy(plain), MetaTTConfig(target_modules=["query"], dtype="int8"))

@@ -36,7 +36,7 @@ from ..tt import TensorTrain
 from ..tt.init import INIT_NAMES, init_core, interior_ranks
 from .config import STRUCTURAL_MODES, AdapterConfig, MetaTTConfig
 from .family import AdapterFamily, AdapterGroup, register_family
-from .targets import TargetInfo, group_by_shape
+from .targets import TargetInfo, group_by_shape, group_dtype_device
 
 __all__ = [
     "INIT_ALIASES",
@@ -450,14 +450,8 @@ class GlobalTTAdapter(nn.Module):
 
 
 # ---------------------------------------------------------------------- the MetaTT family
-def _group_dtype_device(members: Sequence[TargetInfo], dtype_name: str | None) -> tuple[torch.dtype, torch.device]:
-    weight = members[0].module.weight
-    if dtype_name is None:
-        return weight.dtype, weight.device
-    dtype = getattr(torch, dtype_name, None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype: expected a floating torch dtype name like 'float32', got {dtype_name!r}")
-    return dtype, weight.device
+#: Kept for callers of the former private name; use :func:`tnadapt.nn.targets.group_dtype_device`.
+_group_dtype_device = group_dtype_device
 
 
 def build_metatt(config: AdapterConfig, targets: Sequence[TargetInfo]) -> dict[str, AdapterGroup]:
@@ -476,7 +470,7 @@ def build_metatt(config: AdapterConfig, targets: Sequence[TargetInfo]) -> dict[s
     order = list(config.target_modules) if isinstance(config.target_modules, list) else []
     groups: dict[str, AdapterGroup] = {}
     for gname, members in group_by_shape(targets).items():
-        dtype, device = _group_dtype_device(members, config.dtype)
+        dtype, device = group_dtype_device(members, config.dtype)
         layer_ids = sorted({t.layer for t in members}, key=lambda v: -1 if v is None else v)
         matrices = list(dict.fromkeys(t.matrix for t in members))
         if order:

@@ -40,12 +40,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 __all__ = [
     "DEFAULT_LAYER_REGEX",
     "TargetInfo",
     "group_by_shape",
+    "group_dtype_device",
     "layer_index",
     "match_targets",
     "shape_group_name",
@@ -206,3 +208,22 @@ def group_by_shape(targets: Sequence[TargetInfo]) -> dict[str, list[TargetInfo]]
     for t in targets:
         groups.setdefault(shape_group_name(*t.shape), []).append(t)
     return groups
+
+
+def group_dtype_device(
+    members: Sequence[TargetInfo], dtype_name: str | None = None
+) -> tuple[torch.dtype, torch.device]:
+    """dtype and device for a shape group's adapter: the first member's weight, or the named floating dtype.
+
+    >>> from torch import nn
+    >>> t = match_targets(nn.Sequential(nn.Linear(2, 2)), ["0"])
+    >>> group_dtype_device(t), group_dtype_device(t, "float64")[0]
+    ((torch.float32, device(type='cpu')), torch.float64)
+    """
+    weight = members[0].module.weight
+    if dtype_name is None:
+        return weight.dtype, weight.device
+    dtype = getattr(torch, dtype_name, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype: expected a floating torch dtype name like 'float32', got {dtype_name!r}")
+    return dtype, weight.device
