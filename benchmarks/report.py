@@ -2,11 +2,13 @@
 
 Usage::
 
-    python -m benchmarks.report .benchmarks/latest.json [--stat median]
+    python -m benchmarks.report .benchmarks/latest.json [more.json ...] [--stat median]
 
 One row per (case, thread setting): tnadapt's time, the floor's time and their ratio,
 then each anchor's time with its ratio to tnadapt (``>1`` means tnadapt is faster).
-Times are milliseconds of the chosen statistic (median by default).
+Times are milliseconds of the chosen statistic (median by default; ``min`` is the
+least disturbed by other processes on a shared machine).  With several files, later
+files override earlier ones entry by entry (e.g. a re-run of one case).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ def table(data: dict, stat: str = "median") -> str:
     """Markdown table from a loaded pytest-benchmark JSON document."""
     times: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for bench in data["benchmarks"]:
-        params = bench["params"]
+        params = bench.get("params") or {}
+        if not {"group", "threads", "impl_name"} <= set(params):
+            continue  # another benchmark module's entry
         times[(params["group"], params["threads"])][params["impl_name"]] = bench["stats"][stat]
     header = ["case", "threads", "tnadapt ms", "floor ms", "tnadapt/floor", *(f"{a} ms (x tnadapt)" for a in ANCHORS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -45,10 +49,13 @@ def table(data: dict, stat: str = "median") -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json_path", type=Path, help="file written by pytest --benchmark-json")
+    parser.add_argument("json_paths", type=Path, nargs="+", help="files written by pytest --benchmark-json")
     parser.add_argument("--stat", default="median", choices=["min", "median", "mean"], help="statistic to report")
     args = parser.parse_args(argv)
-    print(table(json.loads(args.json_path.read_text()), args.stat))
+    merged: dict = {"benchmarks": []}
+    for path in args.json_paths:
+        merged["benchmarks"] += json.loads(path.read_text())["benchmarks"]
+    print(table(merged, args.stat))
 
 
 if __name__ == "__main__":

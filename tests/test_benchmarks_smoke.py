@@ -19,6 +19,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.cases import IMPLS, execute, prepared, smoke_cases  # noqa: E402
+from benchmarks.interleaved import time_group  # noqa: E402
+from benchmarks.report import table  # noqa: E402
 
 CASES = {case.group: case for case in smoke_cases()}
 
@@ -46,3 +48,19 @@ def test_benchmark_case_runs_and_agrees(group: str) -> None:
         assert err < 1e-8, f"{group}: {name} disagrees with tnadapt (max relative difference {err:.2e})"
         checked += 1
     assert checked >= 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:torchtt.*")
+def test_interleaved_runner_and_report_run() -> None:
+    case = smoke_cases()[0]
+    samples = time_group(case, threads=1, rounds=2)
+    supported = {name for name, impl in case.impls.items() if impl.unsupported is None}
+    assert set(samples) == supported and all(len(v) == 2 and min(v) > 0 for v in samples.values())
+    data = {
+        "benchmarks": [
+            {"params": {"group": case.group, "threads": "1", "impl_name": name}, "stats": {"median": min(v)}}
+            for name, v in samples.items()
+        ]
+    }
+    text = table(data)
+    assert case.group in text and text.count("\n") == 2  # header, rule, one row
