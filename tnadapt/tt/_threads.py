@@ -29,7 +29,7 @@ __all__ = ["factorization_threads", "limited_threads", "small_factorization"]
 #: Factorizations whose smaller dimension is at most this run single-threaded on CPU.
 SMALL_MIN_DIM = 256
 #: ... unless the matrix is so large that threads win anyway (elements).
-SMALL_MAX_ELEMENTS = 1 << 22
+SMALL_MAX_ELEMENTS = 1 << 18
 
 _lock = threading.Lock()
 _active = 0
