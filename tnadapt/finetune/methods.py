@@ -1,0 +1,294 @@
+"""Attach a parameter-efficient method to a :class:`~tnadapt.finetune.model.TextClassifier` by name.
+
+* ``metatt-4d`` / ``metatt-5d`` / ``metatt-4+1d`` / ``lotr`` — :func:`tnadapt.nn.wrap` with the
+  matching :class:`~tnadapt.nn.MetaTTConfig` preset (``metatt-4+1d``: one ``task`` slot per
+  dataset; ``metatt-5d``: the encoder's attention heads);
+* ``tera`` — the ``tera`` adapter family of :mod:`tnadapt.nn` through the same ``wrap`` API;
+* ``lora`` — ``peft`` LoRA injected into the encoder (the reference method);
+* ``head`` — no adapter: only the linear head(s) train (a linear probe of the frozen encoder).
+
+Every method freezes the encoder; the head(s) train unless ``train_head=False``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .model import TextClassifier
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "METATT_METHODS",
+    "METHODS",
+    "Attached",
+    "MethodSpec",
+    "attach",
+    "lora_reference_params",
+    "paper_identity_init",
+]
+
+METATT_METHODS = ("metatt-4d", "metatt-5d", "metatt-4+1d", "lotr")
+METHODS = (*METATT_METHODS, "tera", "lora", "head")
+#: Default ``alpha`` per method: MetaTT multiplies ``ΔW`` by alpha (paper grid 0.5–4); LoRA uses ``2 r``.
+DEFAULT_ALPHA = {"metatt-4d": 2.0, "metatt-5d": 2.0, "metatt-4+1d": 2.0, "lotr": 2.0, "tera": 1.0}
+HEAD_MODULE = "heads"
+LORA_WEIGHTS = "lora_model.safetensors"
+LORA_CONFIG = "lora_config.json"
+
+
+@dataclass
+class MethodSpec:
+    """What to attach: method name, rank, alpha (``None`` = method default), targets, init, seed, tasks."""
+
+    method: str = "metatt-4d"
+    rank: int = 8
+    alpha: float | None = None
+    targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    init: str | None = None
+    seed: int = 0
+    num_tasks: int = 1
+    train_head: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"--adapter: unknown adapter {self.method!r}; choose one of {', '.join(METHODS)}")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise UserError(f"--rank: expected a positive integer, got {self.rank!r}")
+        if self.alpha is not None and not (self.alpha > 0 and self.alpha < float("inf")):
+            raise UserError(f"--alpha: expected a positive number, got {self.alpha!r}")
+        if not self.targets:
+            raise UserError("--targets: expected at least one module name, e.g. --targets query value")
+
+    @property
+    def resolved_alpha(self) -> float:
+        if self.alpha is not None:
+            return float(self.alpha)
+        return float(2 * self.rank) if self.method == "lora" else DEFAULT_ALPHA.get(self.method, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["alpha"] = self.resolved_alpha
+        return out
+
+
+@dataclass
+class Attached:
+    """A classifier with its method attached: what trains, how many adapter parameters, how to save/restore."""
+
+    model: TextClassifier
+    spec: MethodSpec
+    lora_reference: int
+
+    @property
+    def is_tnadapt(self) -> bool:
+        return self.spec.method in (*METATT_METHODS, "tera")
+
+    def adapters(self) -> list[nn.Module]:
+        """The tnadapt adapter owners (empty for ``lora`` / ``head``)."""
+        from ..nn import get_adapters
+
+        return get_adapters(self.model) if self.is_tnadapt else []
+
+    def tt_adapters(self) -> list[nn.Module]:
+        """The tensor-train owners the DMRG scheduler can act on."""
+        from ..optim import TTAdapterLike
+
+        return [a for a in self.adapters() if isinstance(a, TTAdapterLike)]
+
+    def adapter_parameters(self) -> int:
+        """Trainable adapter entries (0 for ``head``)."""
+        if self.is_tnadapt:
+            return sum(int(a.num_parameters()) for a in self.adapters())
+        if self.spec.method == "lora":
+            return sum(p.numel() for n, p in self.model.named_parameters() if "lora_" in n)
+        return 0
+
+    def head_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.heads.parameters())
+
+    def trainable(self) -> list[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` of everything that trains, in a fixed order (adapter first, then heads)."""
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        return sorted(named, key=lambda np_: (np_[0].startswith(HEAD_MODULE), 0))
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the adapter (+ heads): tnadapt methods via :func:`tnadapt.nn.save_adapter`, LoRA/head as safetensors."""
+        directory = Path(directory)
+        if self.is_tnadapt:
+            from ..nn import save_adapter
+
+            return save_adapter(self.model, directory)
+        from ..nn.serialization import atomic_write_files, tensor_bytes
+
+        state = {n: p for n, p in self.model.named_parameters() if "lora_" in n or n.startswith(HEAD_MODULE + ".")}
+        config = {"method": self.spec.method, "spec": self.spec.to_dict(), "num_labels": self.model.num_labels}
+        files = {
+            LORA_WEIGHTS: tensor_bytes(state, {"format": "pt", "tnadapt_method": self.spec.method}),
+            LORA_CONFIG: (json.dumps(config, indent=2) + "\n").encode(),
+        }
+        return atomic_write_files(directory, files)
+
+    def restore(self, directory: str | Path) -> None:
+        """Load what :meth:`save` wrote into this model (adapter ranks included); parameters stay trainable."""
+        directory = Path(directory)
+        if self.is_tnadapt:
+            from ..nn import load_adapter
+
+            load_adapter(self.model, directory, trainable=True)
+            self.model.heads.requires_grad_(self.spec.train_head)
+            return
+        from ..nn.serialization import read_safetensors
+
+        tensors = read_safetensors(directory / LORA_WEIGHTS)
+        params = dict(self.model.named_parameters())
+        unknown = sorted(set(tensors) - set(params))
+        if unknown:
+            raise UserError(f"{directory}: checkpoint tensors {unknown[:3]} do not belong to this model")
+        with torch.no_grad():
+            for name, value in tensors.items():
+                if params[name].shape != value.shape:
+                    raise UserError(
+                        f"{directory}: tensor {name!r} has shape {tuple(value.shape)}, "
+                        f"the model expects {tuple(params[name].shape)}"
+                    )
+                params[name].copy_(value)
+
+
+def lora_reference_params(model: nn.Module, targets: Sequence[str], rank: int = 8) -> int:
+    """Trainable entries of LoRA rank ``rank`` on ``targets``: ``rank * (in + out)`` per matched Linear."""
+    from ..nn import match_targets
+
+    return sum(rank * (t.in_features + t.out_features) for t in match_targets(model, list(targets)))
+
+
+@torch.no_grad()
+def paper_identity_init(model: nn.Module) -> int:
+    """Give identity-initialised *boundary* cores the paper's matrix identity; returns how many were changed.
+
+    MetaTT's Algorithm 3 initialises the output core ``G4`` of shape ``(r, D)`` with
+    ``nn.init.eye_`` (a matrix identity).  A per-slice identity of the ``(r, D, 1)`` core is
+    ``e_0`` for every output index instead; with a zero input core every gradient then stays
+    in bond index 0 and the adapter trains at rank 1 whatever ``r`` is.  This replaces such a
+    degenerate output core by ``eye(r, D)`` (``eye(r, D/H)`` with a head core); cores that were
+    not built that way are left alone, so it is a no-op once :mod:`tnadapt.nn` does this itself.
+    """
+    from ..nn import get_adapters
+    from ..tt.init import init_core
+
+    changed = 0
+    for adapter in get_adapters(model):
+        cores = getattr(adapter, "cores", None)
+        spec = getattr(adapter, "init_spec", ())
+        if cores is None or not spec or not str(spec[-1]).startswith("identity"):
+            continue
+        out = cores[-1]
+        r, n, last = out.shape
+        degenerate = init_core(r, n, last, "identity", dtype=out.dtype, device=out.device)
+        if r > 1 and last == 1 and torch.equal(out, degenerate):
+            out.copy_(torch.eye(r, n, dtype=out.dtype, device=out.device).unsqueeze(-1))
+            changed += 1
+    return changed
+
+
+def _metatt_config(spec: MethodSpec, num_heads: int | None, num_tasks: int) -> Any:
+    from ..nn import MetaTTConfig
+
+    preset = spec.method
+    kwargs: dict[str, Any] = {}
+    if preset == "metatt-5d":
+        kwargs["heads"] = num_heads
+    if preset == "metatt-4+1d":
+        kwargs["mode_sizes"] = {"task": num_tasks}
+    return MetaTTConfig(
+        target_modules=list(spec.targets),
+        modules_to_save=[HEAD_MODULE],
+        preset=preset,
+        rank=spec.rank,
+        alpha=spec.resolved_alpha,
+        init=spec.init,
+        seed=spec.seed,
+        **kwargs,
+    )
+
+
+def _family_config(spec: MethodSpec) -> Any:
+    """Config of a registered non-MetaTT family (``tera``), filled from the spec fields it declares."""
+    from ..nn import registered_families
+
+    families = registered_families()
+    if spec.method not in families:
+        raise UserError(
+            f"--adapter {spec.method}: this tnadapt has no {spec.method!r} adapter family "
+            f"(registered: {', '.join(sorted(families))})"
+        )
+    cls = families[spec.method].config_cls
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {"target_modules": list(spec.targets), "modules_to_save": [HEAD_MODULE]}
+    for key, value in (("rank", spec.rank), ("alpha", spec.resolved_alpha), ("seed", spec.seed), ("init", spec.init)):
+        if key in names and value is not None:
+            values[key] = value
+    return cls(**values)
+
+
+def _attach_lora(model: TextClassifier, spec: MethodSpec) -> None:
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise UserError("--adapter lora: needs peft (pip install 'tnadapt[hf]')") from None
+    torch.manual_seed(spec.seed)
+    config = LoraConfig(
+        r=spec.rank, lora_alpha=spec.resolved_alpha, target_modules=list(spec.targets), lora_dropout=0.0, bias="none"
+    )
+    try:
+        inject_adapter_in_model(config, model.encoder)
+    except ValueError as exc:
+        raise UserError(f"--targets: peft could not find {list(spec.targets)} in the model ({exc})") from None
+    for name, p in model.encoder.named_parameters():
+        p.requires_grad_("lora_" in name)
+
+
+def attach(model: TextClassifier, spec: MethodSpec) -> Attached:
+    """Freeze the encoder, attach ``spec.method``, set the heads' ``requires_grad``; returns :class:`Attached`."""
+    from ..nn import match_targets, wrap
+
+    try:
+        found = match_targets(model.encoder, list(spec.targets))
+    except ValueError as exc:
+        raise UserError(f"--targets: {exc}") from None
+    reference = sum(8 * (t.in_features + t.out_features) for t in found)
+    limit = min(min(t.in_features, t.out_features) for t in found)
+    if spec.method != "head" and spec.rank > limit:
+        raise UserError(
+            f"--rank {spec.rank}: cannot exceed {limit} = min(in_features, out_features) of the targeted layers"
+        )
+    if spec.method == "metatt-4+1d" and len(model.heads) < 2:
+        raise UserError("--adapter metatt-4+1d: needs at least two tasks (give two --dataset names or --train files)")
+    model.encoder.requires_grad_(False)
+    if spec.method in METATT_METHODS:
+        heads = getattr(model.encoder.config, "num_attention_heads", None)
+        try:
+            wrap(model, _metatt_config(spec, heads, len(model.heads)))
+        except ValueError as exc:
+            raise UserError(f"--adapter {spec.method} --rank {spec.rank}: {exc}") from None
+        paper_identity_init(model)
+    elif spec.method == "tera":
+        try:
+            wrap(model, _family_config(spec))
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"--adapter tera: {exc}") from None
+    elif spec.method == "lora":
+        _attach_lora(model, spec)
+    model.heads.requires_grad_(spec.train_head)
+    attached = Attached(model, spec, reference)
+    if not attached.trainable():
+        raise UserError("--freeze-head: with --adapter head nothing would train; drop --freeze-head")
+    return attached

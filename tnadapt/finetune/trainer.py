@@ -1,0 +1,326 @@
+"""The training loop: AdamW with linear warm-up/decay, optional DMRG rank schedule, per-epoch evaluation,
+one-line epoch summaries, progress bars and resumable checkpoints.
+
+The frozen encoder runs in eval mode (no dropout) throughout: only the adapter and the head
+train, and each epoch's data order is seeded from ``(seed, epoch)``, so a run resumed from the
+checkpoint of epoch ``k`` continues exactly like the uninterrupted run.
+
+The ``head`` method (a linear probe) encodes every example once with the frozen encoder (in
+eval mode) and trains the head(s) on the cached features.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .batching import Encoded, collate, make_batches
+from .checkpoint import checkpoint_dir, latest_checkpoint, mark_complete
+from .errors import UserError
+from .methods import Attached
+
+__all__ = ["EpochRecord", "TrainSettings", "Trainer", "evaluate"]
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings (the paper's: AdamW, linear schedule, warm-up ratio 0.06)."""
+
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    grad_clip: float | None = 3.0
+    seed: int = 0
+    dmrg: dict[int, int] = field(default_factory=dict)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr: expected a positive number, got {self.lr!r}")
+        self.dmrg = {int(k): int(v) for k, v in self.dmrg.items()}
+        late = [k for k in self.dmrg if not 1 <= k <= self.epochs]
+        if late:
+            raise UserError(f"--dmrg: epoch {late[0]} is outside 1..{self.epochs} (--epochs {self.epochs})")
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did (JSON-ready via :func:`dataclasses.asdict`)."""
+
+    epoch: int
+    train_loss: float
+    valid_acc: float
+    valid_acc_tasks: list[float]
+    ranks: list[list[int]]
+    adapter_params: int
+    seconds: float
+    lr: float
+    sweep: dict[str, Any] | None = None
+
+
+def _progress(items: Iterable[Any], *, enabled: bool, desc: str, total: int) -> Iterator[Any]:
+    if not enabled:
+        yield from items
+        return
+    from tqdm.auto import tqdm
+
+    yield from tqdm(items, desc=desc, total=total, leave=False, dynamic_ncols=True, unit="batch")
+
+
+def _forward(model: nn.Module, batch: dict[str, torch.Tensor], features: torch.Tensor | None, rows: list[int]):
+    if features is not None:
+        return model.classify(features[rows], batch["task_ids"])
+    return model(
+        batch["input_ids"],
+        batch["attention_mask"],
+        token_type_ids=batch.get("token_type_ids"),
+        task_ids=batch["task_ids"],
+    )
+
+
+@torch.no_grad()
+def _encode_features(model: nn.Module, data: Encoded, batch_size: int, progress: bool, desc: str) -> torch.Tensor:
+    """Pooled frozen-encoder features of every row (eval mode), ``(len(data), hidden)``."""
+    model.eval()
+    out: torch.Tensor | None = None
+    batches = make_batches(data.lengths, batch_size, shuffle=False)
+    for rows in _progress(batches, enabled=progress, desc=desc, total=len(batches)):
+        b = collate(data, rows)
+        pooled = model.pooled(b["input_ids"], b["attention_mask"], b.get("token_type_ids"))
+        if out is None:
+            out = pooled.new_zeros((len(data), pooled.shape[1]))
+        out[rows] = pooled
+    assert out is not None
+    return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: Encoded,
+    *,
+    batch_size: int = 64,
+    features: torch.Tensor | None = None,
+    progress: bool = False,
+    num_tasks: int | None = None,
+) -> tuple[float, list[float]]:
+    """Accuracy over all rows and per task, in eval mode (no dropout)."""
+    model.eval()
+    tasks = num_tasks or (max(data.task_ids) + 1)
+    correct = [0] * tasks
+    count = [0] * tasks
+    batches = make_batches(data.lengths, batch_size, shuffle=False)
+    for rows in _progress(batches, enabled=progress, desc="eval", total=len(batches)):
+        batch = {k: v for k, v in collate(data, rows).items()} if features is None else _light_batch(data, rows)
+        pred = _forward(model, batch, features, rows).argmax(-1)
+        hits = (pred == batch["labels"]).tolist()
+        for t, h in zip(batch["task_ids"].tolist(), hits):
+            correct[t] += int(h)
+            count[t] += 1
+    per_task = [c / n if n else float("nan") for c, n in zip(correct, count)]
+    return sum(correct) / max(1, sum(count)), per_task
+
+
+def _light_batch(data: Encoded, rows: list[int]) -> dict[str, torch.Tensor]:
+    return {
+        "labels": torch.tensor([data.labels[i] for i in rows], dtype=torch.long),
+        "task_ids": torch.tensor([data.task_ids[i] for i in rows], dtype=torch.long),
+    }
+
+
+def _linear_warmup_decay(total: int, warmup: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+class Trainer:
+    """Train ``attached`` on ``train``, evaluate on ``valid`` after every epoch.
+
+    ``out`` (optional) receives per-epoch checkpoints; ``log`` gets the one-line epoch summaries.
+    """
+
+    def __init__(
+        self,
+        attached: Attached,
+        train: Encoded,
+        valid: Encoded,
+        settings: TrainSettings,
+        *,
+        out: str | Path | None = None,
+        log: Callable[[str], None] = print,
+        task_names: list[str] | None = None,
+    ) -> None:
+        if len(train) == 0 or len(valid) == 0:
+            raise UserError("data: the training and validation sets must both be non-empty")
+        if settings.dmrg and not attached.tt_adapters():
+            raise UserError(f"--dmrg: rank schedules need a MetaTT adapter, not --adapter {attached.spec.method}")
+        self.attached = attached
+        self.model = attached.model
+        self.train_data = train
+        self.valid_data = valid
+        self.settings = settings
+        self.out = None if out is None else Path(out)
+        self.log = log
+        self.num_tasks = max(max(train.task_ids), max(valid.task_ids)) + 1
+        self.task_names = task_names or [f"task{t}" for t in range(self.num_tasks)]
+        self.history: list[EpochRecord] = []
+        self._features: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _build_optim(self) -> tuple[torch.optim.Optimizer, Any, Any]:
+        params = [p for _, p in self.attached.trainable()]
+        opt = torch.optim.AdamW(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        steps = self.settings.epochs * self._batches_per_epoch()
+        warmup = round(self.settings.warmup_ratio * steps)
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_warmup_decay(steps, warmup))
+        rank_sched = None
+        if self.settings.dmrg:
+            from ..optim import DMRGRankScheduler
+
+            rank_sched = DMRGRankScheduler(opt, self.attached.tt_adapters(), dict(self.settings.dmrg), unit="epoch")
+        return opt, lr_sched, rank_sched
+
+    def _batches_per_epoch(self) -> int:
+        return math.ceil(len(self.train_data) / self.settings.batch_size)
+
+    def _ranks(self) -> list[list[int]]:
+        return [list(a.ranks) for a in self.attached.tt_adapters()]
+
+    def _head_features(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.attached.spec.method != "head":
+            return None
+        if self._features is None:
+            s = self.settings
+            self._features = (
+                _encode_features(self.model, self.train_data, s.eval_batch_size, s.progress, "encode train"),
+                _encode_features(self.model, self.valid_data, s.eval_batch_size, s.progress, "encode valid"),
+            )
+        return self._features
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, *, resume: bool = False) -> list[EpochRecord]:
+        """Train for ``settings.epochs`` (continuing after the latest complete checkpoint when ``resume``)."""
+        from ..optim import load_training_state
+
+        s = self.settings
+        torch.manual_seed(s.seed)
+        start = 1
+        ckpt = latest_checkpoint(self.out) if (resume and self.out is not None) else None
+        if resume and ckpt is None:
+            self.log("resume: no complete checkpoint yet; starting from epoch 1")
+        if ckpt is not None:
+            self.attached.restore(ckpt / "adapter")
+        opt, lr_sched, rank_sched = self._build_optim()
+        if ckpt is not None:
+            extra = load_training_state(ckpt, opt, scheduler=rank_sched, lr_scheduler=lr_sched) or {}
+            self.history = [EpochRecord(**r) for r in extra.get("history", [])]
+            start = int(extra["epoch"]) + 1
+            self.log(f"resumed from {ckpt} (epoch {start - 1} done)")
+        features = self._head_features()
+        train_feats = None if features is None else features[0]
+        valid_feats = None if features is None else features[1]
+        params = [p for group in opt.param_groups for p in group["params"]]
+        for epoch in range(start, s.epochs + 1):
+            t0 = time.perf_counter()
+            torch.manual_seed(s.seed * 100_003 + epoch)
+            self.model.eval()  # frozen encoder: dropout off (deterministic, and much cheaper on CPU)
+            batches = make_batches(self.train_data.lengths, s.batch_size, shuffle=True, seed=s.seed * 100_003 + epoch)
+            total_loss, seen = 0.0, 0
+            desc = f"epoch {epoch}/{s.epochs}"
+            bar = _progress(batches, enabled=s.progress, desc=desc, total=len(batches))
+            for rows in bar:
+                batch = collate(self.train_data, rows) if train_feats is None else _light_batch(self.train_data, rows)
+                logits = _forward(self.model, batch, train_feats, rows)
+                loss = nn.functional.cross_entropy(logits, batch["labels"])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"epoch {epoch}: the loss became {float(loss)}; lower --lr or --alpha and try again"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if s.grad_clip:
+                    nn.utils.clip_grad_norm_(params, s.grad_clip)
+                opt.step()
+                lr_sched.step()
+                total_loss += float(loss.detach()) * len(rows)
+                seen += len(rows)
+            lr_now = float(lr_sched.get_last_lr()[0])
+            sweep = None
+            if rank_sched is not None:
+                records = rank_sched.step()
+                params = [p for group in opt.param_groups for p in group["params"]]
+                if records:
+                    sweep = {
+                        "ranks_before": [list(r.ranks_before) for r in records],
+                        "ranks_after": [list(r.ranks_after) for r in records],
+                        "relative_error": [r.relative_error for r in records],
+                        "params_after": sum(r.num_parameters_after for r in records),
+                    }
+            acc, per_task = evaluate(
+                self.model,
+                self.valid_data,
+                batch_size=s.eval_batch_size,
+                features=valid_feats,
+                progress=s.progress,
+                num_tasks=self.num_tasks,
+            )
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss=total_loss / max(1, seen),
+                valid_acc=acc,
+                valid_acc_tasks=per_task,
+                ranks=self._ranks(),
+                adapter_params=self.attached.adapter_parameters(),
+                seconds=time.perf_counter() - t0,
+                lr=lr_now,
+                sweep=sweep,
+            )
+            self.history.append(record)
+            self.log(self._summary(record))
+            if self.out is not None:
+                self._checkpoint(epoch, opt, lr_sched, rank_sched)
+        return self.history
+
+    def _summary(self, r: EpochRecord) -> str:
+        s = self.settings
+        tasks = ""
+        if self.num_tasks > 1:
+            tasks = " (" + ", ".join(f"{n} {a:.3f}" for n, a in zip(self.task_names, r.valid_acc_tasks)) + ")"
+        sweep = ""
+        if r.sweep:
+            before = max(max(x[1:-1]) for x in r.sweep["ranks_before"])
+            after = max(max(x[1:-1]) for x in r.sweep["ranks_after"])
+            sweep = f" | DMRG sweep rank {before}->{after}"
+        return (
+            f"epoch {r.epoch}/{s.epochs} | train loss {r.train_loss:.4f} | valid acc {r.valid_acc:.4f}{tasks}"
+            f" | adapter params {r.adapter_params:,d}{sweep} | {r.seconds:.1f}s"
+        )
+
+    def _checkpoint(self, epoch: int, opt: Any, lr_sched: Any, rank_sched: Any) -> None:
+        from ..optim import save_training_state
+
+        assert self.out is not None
+        directory = checkpoint_dir(self.out, epoch)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.attached.save(directory / "adapter")
+        extra = {"epoch": epoch, "history": [asdict(r) for r in self.history]}
+        save_training_state(directory, opt, scheduler=rank_sched, lr_scheduler=lr_sched, extra=extra)
+        mark_complete(directory)
