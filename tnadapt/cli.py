@@ -58,7 +58,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_LR = {"lora": 2e-3, "head": 1e-2}
+DEFAULT_LR = {"lora": 2e-3, "head": 1e-2, "tera": 1e-2}
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -84,7 +84,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         model=args.model,
         method=MethodSpec(
             method=args.adapter,
-            rank=args.rank,
+            rank=args.rank if args.rank is not None else (None if args.adapter == "tera" else 8),
             alpha=args.alpha,
             targets=list(args.targets),
             init=args.init,
@@ -209,7 +209,9 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-length", type=_positive_int, default=64, help="tokens per example (default 64)")
     a = p.add_argument_group("adapter")
     a.add_argument("--adapter", choices=METHODS, default="metatt-4d", help="method (default metatt-4d)")
-    a.add_argument("--rank", type=_positive_int, default=8, help="TT/LoRA rank (default 8)")
+    a.add_argument(
+        "--rank", type=_positive_int, help="TT/LoRA rank (default 8); for tera the Tucker rank (default: full)"
+    )
     a.add_argument("--alpha", type=_positive_float, help="scale of ΔW (default: 2 for MetaTT, 2*rank for LoRA)")
     a.add_argument(
         "--targets", nargs="+", default=["query", "value"], help="Linear names to adapt (default query value)"
@@ -223,7 +225,9 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     head.add_argument("--freeze-head", dest="train_head", action="store_false", help="keep the head(s) at their init")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=_positive_int, default=3)
-    t.add_argument("--lr", type=_positive_float, help="AdamW learning rate (default 5e-3 MetaTT, 2e-3 LoRA, 1e-2 head)")
+    t.add_argument(
+        "--lr", type=_positive_float, help="AdamW learning rate (default 5e-3 MetaTT, 2e-3 LoRA, 1e-2 TeRA/head)"
+    )
     t.add_argument("--batch-size", type=_positive_int, default=16)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="tnadapt-run", help="output directory (default tnadapt-run)")

@@ -107,4 +107,5 @@ def check_run_config(
         raise UserError(
             f"--out: {str(out)!r} already holds a run; pass --resume to continue it or choose another --out"
         )
-    write_json(path, normalised)
+    if write:
+        write_json(path, normalised)

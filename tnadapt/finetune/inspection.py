@@ -128,7 +128,7 @@ def inspect_path(path: str | os.PathLike[str]) -> str:
     if not p.is_dir():
         raise UserError(f"inspect: no such directory {str(p)!r}")
     runs = sorted(d for d in p.iterdir() if d.is_dir() and (d / "metrics.json").is_file())
-    if not (p / "metrics.json").is_file() and runs:
+    if runs and not (p / "adapter").is_dir():  # a demo directory: one run per sub-directory
         return "\n\n".join(inspect_path(d) for d in runs)
     adir = _find_adapter_dir(p)
     lines = _tnadapt_report(adir) if (adir / "adapter_config.json").is_file() else _plain_report(adir)

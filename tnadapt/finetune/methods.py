@@ -50,7 +50,7 @@ class MethodSpec:
     """What to attach: method name, rank, alpha (``None`` = method default), targets, init, seed, tasks."""
 
     method: str = "metatt-4d"
-    rank: int = 8
+    rank: int | None = 8
     alpha: float | None = None
     targets: list[str] = field(default_factory=lambda: ["query", "value"])
     init: str | None = None
@@ -61,7 +61,9 @@ class MethodSpec:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UserError(f"--adapter: unknown adapter {self.method!r}; choose one of {', '.join(METHODS)}")
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+        if self.rank is None and self.method not in ("tera", "head"):
+            self.rank = 8
+        if self.rank is not None and (isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1):
             raise UserError(f"--rank: expected a positive integer, got {self.rank!r}")
         if self.alpha is not None and not (self.alpha > 0 and self.alpha < float("inf")):
             raise UserError(f"--alpha: expected a positive number, got {self.alpha!r}")
@@ -72,7 +74,9 @@ class MethodSpec:
     def resolved_alpha(self) -> float:
         if self.alpha is not None:
             return float(self.alpha)
-        return float(2 * self.rank) if self.method == "lora" else DEFAULT_ALPHA.get(self.method, 1.0)
+        if self.method == "lora":
+            return float(2 * (self.rank or 8))
+        return DEFAULT_ALPHA.get(self.method, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -221,7 +225,10 @@ def _metatt_config(spec: MethodSpec, num_heads: int | None, num_tasks: int) -> A
 
 
 def _family_config(spec: MethodSpec) -> Any:
-    """Config of a registered non-MetaTT family (``tera``), filled from the spec fields it declares."""
+    """Config of a registered non-MetaTT family (``tera``), filled from the spec fields it declares.
+
+    For TeRA, ``rank`` is the Tucker rank of every mode (``None``: the family's default, ``R_n = I_n``).
+    """
     from ..nn import registered_families
 
     families = registered_families()
@@ -246,7 +253,11 @@ def _attach_lora(model: TextClassifier, spec: MethodSpec) -> None:
         raise UserError("--adapter lora: needs peft (pip install 'tnadapt[hf]')") from None
     torch.manual_seed(spec.seed)
     config = LoraConfig(
-        r=spec.rank, lora_alpha=spec.resolved_alpha, target_modules=list(spec.targets), lora_dropout=0.0, bias="none"
+        r=spec.rank or 8,
+        lora_alpha=spec.resolved_alpha,
+        target_modules=list(spec.targets),
+        lora_dropout=0.0,
+        bias="none",
     )
     try:
         inject_adapter_in_model(config, model.encoder)
@@ -266,7 +277,7 @@ def attach(model: TextClassifier, spec: MethodSpec) -> Attached:
         raise UserError(f"--targets: {exc}") from None
     reference = sum(8 * (t.in_features + t.out_features) for t in found)
     limit = min(min(t.in_features, t.out_features) for t in found)
-    if spec.method != "head" and spec.rank > limit:
+    if spec.method in (*METATT_METHODS, "lora") and spec.rank is not None and spec.rank > limit:
         raise UserError(
             f"--rank {spec.rank}: cannot exceed {limit} = min(in_features, out_features) of the targeted layers"
         )

