@@ -55,6 +55,7 @@ EXPERIMENTS = (
     Experiment("MetaTT-4D r=16", "single", "metatt-4d", rank=16),
     Experiment("MetaTT-5D r=16", "single", "metatt-5d", rank=16),
     Experiment("LoRA r=8 (peft)", "single", "lora", rank=8, lr=2e-3),
+    Experiment("LoRA r=8 (peft), lr 5e-3", "single", "lora", rank=8, lr=5e-3),
     Experiment("MetaTT-4D DMRG r=10->7->4", "dmrg", "metatt-4d", rank=10, dmrg={1: 7, 2: 4}),
     Experiment("multi-task MetaTT-4D r=8", "multi", "metatt-4d", rank=8, tasks=("rt-polarity", "rt-subjectivity")),
     Experiment(

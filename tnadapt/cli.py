@@ -58,7 +58,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_LR = {"lora": 2e-3, "head": 1e-2, "tera": 1e-2}
+DEFAULT_LR = {"head": 1e-2, "tera": 1e-2}
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -225,9 +225,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     head.add_argument("--freeze-head", dest="train_head", action="store_false", help="keep the head(s) at their init")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=_positive_int, default=3)
-    t.add_argument(
-        "--lr", type=_positive_float, help="AdamW learning rate (default 5e-3 MetaTT, 2e-3 LoRA, 1e-2 TeRA/head)"
-    )
+    t.add_argument("--lr", type=_positive_float, help="AdamW learning rate (default 5e-3; 1e-2 for tera and head)")
     t.add_argument("--batch-size", type=_positive_int, default=16)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="tnadapt-run", help="output directory (default tnadapt-run)")

@@ -62,7 +62,7 @@ def _configs(size: DemoSize, seed: int) -> list[tuple[str, str, RunConfig]]:
             f"MetaTT-4D + DMRG r={steps}",
             cfg("metatt-4d", size.dmrg_start, 5e-3, size.epochs, size.dmrg),
         ),
-        ("lora-r8", "LoRA r=8 (peft)", cfg("lora", 8, 2e-3, size.epochs)),
+        ("lora-r8", "LoRA r=8 (peft)", cfg("lora", 8, 5e-3, size.epochs)),
     ]
 
 

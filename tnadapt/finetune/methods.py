@@ -122,7 +122,7 @@ class Attached:
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
         """``(name, parameter)`` of everything that trains, in a fixed order (adapter first, then heads)."""
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        return sorted(named, key=lambda np_: (np_[0].startswith(HEAD_MODULE), 0))
+        return sorted(named, key=lambda item: item[0].startswith(HEAD_MODULE + "."))
 
     def save(self, directory: str | Path) -> Path:
         """Write the adapter (+ heads): tnadapt methods via :func:`tnadapt.nn.save_adapter`, LoRA/head as safetensors."""

@@ -48,6 +48,9 @@ def plot_runs(results: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
                 fontsize=8,
                 color=line.get_color(),
             )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title(title or "Validation accuracy per epoch (★ = DMRG rank truncation)")

@@ -81,7 +81,10 @@ def _progress(items: Iterable[Any], *, enabled: bool, desc: str, total: int) -> 
     yield from tqdm(items, desc=desc, total=total, leave=False, dynamic_ncols=True, unit="batch")
 
 
-def _forward(model: nn.Module, batch: dict[str, torch.Tensor], features: torch.Tensor | None, rows: list[int]):
+def _forward(
+    model: nn.Module, batch: dict[str, torch.Tensor], features: torch.Tensor | None, rows: list[int]
+) -> torch.Tensor:
+    """Logits of ``rows``: through the whole model, or through the head(s) only from cached ``features``."""
     if features is not None:
         return model.classify(features[rows], batch["task_ids"])
     return model(
@@ -125,7 +128,7 @@ def evaluate(
     count = [0] * tasks
     batches = make_batches(data.lengths, batch_size, shuffle=False)
     for rows in _progress(batches, enabled=progress, desc="eval", total=len(batches)):
-        batch = {k: v for k, v in collate(data, rows).items()} if features is None else _light_batch(data, rows)
+        batch = collate(data, rows) if features is None else _light_batch(data, rows)
         pred = _forward(model, batch, features, rows).argmax(-1)
         hits = (pred == batch["labels"]).tolist()
         for t, h in zip(batch["task_ids"].tolist(), hits):
