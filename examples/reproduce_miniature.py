@@ -134,18 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=48)
     p.add_argument("--only", nargs="*", default=None, help="experiment groups to run (single, dmrg, multi)")
+    p.add_argument("--match", nargs="*", default=None, help="run only experiments whose name contains one of these")
     p.add_argument("--summary", action="store_true", help="only print the tables from OUT/results.jsonl")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
     if not args.summary:
-        settings = {k: v for k, v in vars(args).items() if k not in ("out", "summary", "only", "seeds")}
+        settings = {k: v for k, v in vars(args).items() if k not in ("out", "summary", "only", "match", "seeds")}
         (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
         done = {(r["experiment"], r["seed"]) for r in load_results(path)}
         for seed in args.seeds:
             for exp in EXPERIMENTS:
                 if args.only and exp.group not in args.only:
+                    continue
+                if args.match and not any(m in exp.name for m in args.match):
                     continue
                 if (exp.name, seed) in done:
                     continue

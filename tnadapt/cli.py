@@ -273,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tnadapt: interrupted (a finetune run continues with --resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (ValueError, OSError, ImportError, FloatingPointError) as exc:
         if os.environ.get("TNADAPT_DEBUG"):
             raise

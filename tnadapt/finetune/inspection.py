@@ -93,10 +93,16 @@ def _plain_report(adir: Path) -> list[str]:
     spec = cfg.get("spec", {})
     lora = sum(int(v.numel()) for k, v in tensors.items() if "lora_" in k)
     heads = sum(int(v.numel()) for k, v in tensors.items() if "lora_" not in k)
+    if cfg.get("method") == "head":
+        described = "method: head (linear probe of the frozen encoder)"
+    else:
+        described = (
+            f"method: {cfg.get('method')}   rank: {spec.get('rank')}   alpha: {spec.get('alpha')}   "
+            f"targets: {spec.get('targets')}"
+        )
     return [
         f"adapter: {adir}",
-        f"method: {cfg.get('method')}   rank: {spec.get('rank')}   alpha: {spec.get('alpha')}   "
-        f"targets: {spec.get('targets')}",
+        described,
         f"adapter parameters: {lora:,d}; head parameters: {heads:,d}",
     ]
 
