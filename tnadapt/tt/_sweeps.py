@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import torch
 
+from . import linalg
 from .canonical import left_qr_step, right_qr_step
-from .truncation import truncated_svd
+from .truncation import select_rank
 
 
 def feasible_ranks(shape: Sequence[int], ranks: Sequence[int]) -> list[int]:
@@ -70,17 +71,16 @@ def _svd_step_right(
     abs_tol: torch.Tensor | None,
     cutoff: float | None,
     min_rank: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[int, torch.Tensor]:
     r0, n, r1 = cores[k].shape
-    t = truncated_svd(
-        cores[k].reshape(r0 * n, r1), max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank
-    )
-    cores[k] = t.U.reshape(r0, n, t.rank)
+    u, s, vh = linalg.svd(cores[k].reshape(r0 * n, r1))
+    rank = select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+    cores[k] = u[:, :rank].reshape(r0, n, rank)
     nxt = cores[k + 1]
-    cores[k + 1] = ((t.S.to(t.Vh.dtype).unsqueeze(1) * t.Vh) @ nxt.reshape(r1, -1)).reshape(
-        t.rank, nxt.shape[1], nxt.shape[2]
+    cores[k + 1] = ((s[:rank].to(vh.dtype).unsqueeze(1) * vh[:rank]) @ nxt.reshape(r1, -1)).reshape(
+        rank, nxt.shape[1], nxt.shape[2]
     )
-    return t.discarded, t.singular_values
+    return rank, s
 
 
 def _svd_step_left(
@@ -91,17 +91,16 @@ def _svd_step_left(
     abs_tol: torch.Tensor | None,
     cutoff: float | None,
     min_rank: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[int, torch.Tensor]:
     r0, n, r1 = cores[k].shape
-    t = truncated_svd(
-        cores[k].reshape(r0, n * r1), max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank
-    )
-    cores[k] = t.Vh.reshape(t.rank, n, r1)
+    u, s, vh = linalg.svd(cores[k].reshape(r0, n * r1))
+    rank = select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+    cores[k] = vh[:rank].reshape(rank, n, r1)
     prev = cores[k - 1]
-    cores[k - 1] = (prev.reshape(-1, r0) @ (t.U * t.S.to(t.U.dtype).unsqueeze(0))).reshape(
-        prev.shape[0], prev.shape[1], t.rank
+    cores[k - 1] = (prev.reshape(-1, r0) @ (u[:, :rank] * s[:rank].to(u.dtype).unsqueeze(0))).reshape(
+        prev.shape[0], prev.shape[1], rank
     )
-    return t.discarded, t.singular_values
+    return rank, s
 
 
 def svd_sweep(
@@ -120,7 +119,7 @@ def svd_sweep(
     """
     d = len(cores)
     bonds = range(d - 1)
-    results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    results: dict[int, tuple[int, torch.Tensor]] = {}
     step = _svd_step_right if direction == "right" else _svd_step_left
     order = bonds if direction == "right" else reversed(bonds)
     for bond in order:
@@ -130,5 +129,20 @@ def svd_sweep(
     real = cores[0].real.dtype if cores[0].is_complex() else cores[0].dtype
     if d == 1:
         return torch.zeros(0, dtype=real, device=cores[0].device), []
-    discarded = torch.stack([results[b][0].to(real) for b in bonds])
-    return discarded, [results[b][1] for b in bonds]
+    spectra = [results[b][1] for b in bonds]
+    return _tail_norms(spectra, [results[b][0] for b in bonds], real), spectra
+
+
+def _tail_norms(spectra: list[torch.Tensor], ranks: list[int], real: torch.dtype) -> torch.Tensor:
+    """``sqrt(sum_{j >= ranks[b]} spectra[b][j]²)`` for every bond ``b``, in one batched pass.
+
+    Scaled by each tail's largest value first (like :func:`~tnadapt.tt._numerics.stable_norm`),
+    so nothing over- or underflows; a handful of ops for the whole sweep instead of a
+    scaled norm per bond.
+    """
+    padded = torch.nn.utils.rnn.pad_sequence([s if s.dtype == real else s.to(real) for s in spectra], batch_first=True)
+    keep = torch.tensor(ranks, device=padded.device)
+    tails = torch.where(torch.arange(padded.shape[1], device=padded.device) >= keep[:, None], padded, 0.0)
+    scale = tails.abs().amax(dim=1)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.linalg.vector_norm(tails / safe[:, None], dim=1) * safe

@@ -64,6 +64,11 @@ def limited_threads(limit: int) -> Iterator[None]:
                 torch.set_num_threads(_saved)
 
 
+_UNCHANGED = contextlib.nullcontext()
+
+
 def factorization_threads(mat: torch.Tensor) -> contextlib.AbstractContextManager[None]:
     """The thread context a QR/SVD of ``mat`` should run in: one thread when small, else unchanged."""
-    return limited_threads(1) if small_factorization(mat) else contextlib.nullcontext()
+    if torch.get_num_threads() > 1 and small_factorization(mat):
+        return limited_threads(1)
+    return _UNCHANGED
