@@ -27,6 +27,12 @@ def _inputs(group: str) -> Any:
     return CASES[group].make()
 
 
+@functools.cache
+def _state(group: str, impl_name: str) -> Any:
+    """Converted inputs (the floor's recorded matrices, an anchor's objects), shared by both thread settings."""
+    return prepared(CASES[group].impls[impl_name], _inputs(group))
+
+
 @pytest.mark.parametrize("impl_name", IMPLS)
 @pytest.mark.parametrize("threads", list(THREAD_SETTINGS))
 @pytest.mark.parametrize("group", list(CASES))
@@ -34,6 +40,6 @@ def test_tt_kernel(benchmark: Any, request: pytest.FixtureRequest, group: str, t
     impl = CASES[group].impls[impl_name]
     if impl.unsupported is not None:
         pytest.skip(f"{impl_name}: {impl.unsupported}")
-    state = prepared(impl, _inputs(group))
+    state = _state(group, impl_name)
     with num_threads(THREAD_SETTINGS[threads]):
         time_impl(benchmark, request, impl, state, group=f"{group} | threads={threads}")
