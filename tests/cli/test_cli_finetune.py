@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from tnadapt.data import load_embedded
 from tnadapt.finetune.model import TextClassifier, load_encoder
+from tnadapt.nn import get_adapters, load_adapter
 
 
 def test_resume_continues_exactly_like_the_uninterrupted_run(
@@ -92,3 +93,15 @@ def test_two_file_tasks_with_text_pairs_metatt_4plus1d_and_frozen_heads(
     saved = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     for k, v in init.items():
         assert torch.equal(saved[f"modules_to_save.heads.{k}"], v)
+
+
+def test_tera_adapter_through_the_same_wrap_api(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tera"
+    argv = ["finetune", "--adapter", "tera", "--epochs", "1", "--train-size", "8", "--valid-size", "8"]
+    code, _, err = run_cli(capsys, *argv, "--max-length", "16", "--no-progress", "--out", str(out))
+    assert code == 0, err
+    config = read_json(out / "adapter" / "adapter_config.json")
+    assert config["family"] == "tera"
+    encoder, _, _ = load_encoder()
+    model = load_adapter(TextClassifier(encoder, [2]), out / "adapter")
+    assert read_json(out / "metrics.json")["adapter_params"] == sum(a.num_parameters() for a in get_adapters(model))
