@@ -31,3 +31,8 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# ``--doctest-modules`` would import every conftest.py as a plain module named ``conftest``; two of them
+# (this one and ``cli/conftest.py``) then clash. They hold no doctests, so they are not collected as modules
+# (pytest still loads them as conftests).
+collect_ignore = ["conftest.py", "cli/conftest.py"]
