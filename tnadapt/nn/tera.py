@@ -42,8 +42,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .family import AdapterFamily, AdapterGroup, register_family
-from .metatt import _group_dtype_device
-from .targets import TargetInfo, group_by_shape
+from .targets import TargetInfo, group_by_shape, group_dtype_device
 from .tera_factors import (
     FACTOR_INITS,
     check_fingerprint,
@@ -160,7 +159,6 @@ class TeRAAdapter(nn.Module):
         self.alpha = float(alpha)
         self.save_factors = bool(save_factors)
         self.fingerprint: dict[str, list[float]] = {}
-        factory = {"dtype": dtype, "device": device}
         if _generate:
             core, us = random_factors(
                 self.in_modes,
@@ -181,7 +179,12 @@ class TeRAAdapter(nn.Module):
         self.lambdas = nn.ParameterList(
             [
                 nn.Parameter(
-                    torch.full((self.num_slots, length), 0.0 if n == self.zero_vector else lambda_init, **factory)
+                    torch.full(
+                        (self.num_slots, length),
+                        0.0 if n == self.zero_vector else float(lambda_init),
+                        dtype=dtype,
+                        device=device,
+                    )
                 )
                 for n, length in enumerate(lengths)
             ]
@@ -445,7 +448,7 @@ def build_tera(config: AdapterConfig, targets: Sequence[TargetInfo]) -> dict[str
         raise TypeError(f"config: expected a TeRAConfig, got {type(config).__name__}")
     groups: dict[str, AdapterGroup] = {}
     for gname, members in group_by_shape(targets).items():
-        dtype, device = _group_dtype_device(members, config.dtype)
+        dtype, device = group_dtype_device(members, config.dtype)
         d_in, d_out = members[0].in_features, members[0].out_features
         in_modes, out_modes = config.modes_for(d_in, d_out)
         try:
