@@ -5,8 +5,8 @@ of two ``D x D`` Linears (``q``, ``v``) and a frozen classifier head.  A *teache
 same base with a rank-``R`` MetaTT perturbation of every ``q``/``v`` weight; labels are the
 teacher's argmax (``C`` classes, a fraction of the training labels flipped at random).
 Students wrap the base with :func:`tnadapt.nn.wrap` (MetaTT-4D on ``q``/``v``, the paper's
-``ze-id-id-id`` init with the out core a matrix identity ``eye(r, D)`` as in the paper's
-Algorithm 3 — see :func:`paper_identity_out_core`; only the TT cores train) and are
+``ze-id-id-id`` init, whose out core is the matrix identity ``eye(r, D)`` of the paper's
+Algorithm 3; only the TT cores train) and are
 trained with AdamW:
 
 * ``fixed-r4``     — rank 4 throughout;
@@ -128,20 +128,6 @@ def make_task(cfg: Config, seed: int) -> tuple[dict[str, torch.Tensor], tuple[to
     return base.state_dict(), (x_tr, y_tr, x[cfg.n_train :], y[cfg.n_train :])
 
 
-def paper_identity_out_core(adapter: GlobalTTAdapter) -> None:
-    """Set the out core to the paper's ``eye(r, D)`` (Algorithm 3: ``nn.init.eye_(G4)``, G4 of shape (r, D)).
-
-    An ``identity`` out core of shape ``(r, D, 1)`` initialised slice by slice is
-    ``e_0`` for every output index; with a zero input core, gradient descent then never
-    leaves a rank-1 subspace (every bond index but 0 stays exactly zero), so every rank
-    would train like rank 1.  The paper's matrix identity keeps all ``r`` directions live.
-    """
-    out = adapter.cores[-1]
-    r, d, _ = out.shape
-    with torch.no_grad():
-        out.copy_(torch.eye(r, d, dtype=out.dtype, device=out.device).unsqueeze(-1))
-
-
 @dataclass
 class RunResult:
     method: str
@@ -167,7 +153,6 @@ def train_one(cfg: Config, method: str, seed: int, base_state, data) -> RunResul
     rank = cfg.low_rank if method == "fixed-r4" else cfg.high_rank
     model = wrap(model, MetaTTConfig(target_modules=["q", "v"], rank=rank))
     adapter = get_adapters(model)[0]
-    paper_identity_out_core(adapter)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = None

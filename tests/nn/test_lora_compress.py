@@ -101,6 +101,15 @@ def test_truncated_errors_are_exact(three_tasks, criteria):
     assert report.max_relative_error > 1e-6  # the truncation is real
 
 
+def test_rank_cap_above_the_exact_ranks_keeps_them_minimal(three_tasks):
+    """A cap larger than needed is exact and gives the same (minimal) ranks as no criterion at all."""
+    dirs = [d for d, _ in three_tasks]
+    _, exact = compress_lora(tiny_bert(F64), dirs)
+    _, capped = compress_lora(tiny_bert(F64), dirs, rank=64)
+    assert capped.ranks == exact.ranks
+    assert capped.max_relative_error < 1e-12
+
+
 def test_single_adapter_is_4d_and_round_trips_through_peft(three_tasks, tmp_path):
     directory, peft_model = three_tasks[2]
     model, report = compress_lora(tiny_bert(F64), directory)

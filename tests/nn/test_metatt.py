@@ -93,7 +93,23 @@ def test_llama_preset_init_statistics():
     assert a.init_spec == ("zeros", "normal:0.2", "normal:0.2", "identity")
     for core in a.cores[1:3]:
         assert abs(float(core.detach().std()) - 0.2) < 0.01
-    torch.testing.assert_close(a.cores[3][:, 5, 0], torch.eye(16)[:, 0])
+    torch.testing.assert_close(a.cores[3][:, :, 0].detach(), torch.eye(16, 64))  # Algorithm 3: eye_ on (r, D)
+
+
+def test_default_init_trains_every_bond_direction():
+    """ze-id-id-id: the output core is the matrix eye(r, D), so a trained slice reaches rank r, not 1."""
+    torch.manual_seed(0)
+    a = GlobalTTAdapter(12, 10, {"layer": 2, "matrix": 2}, 4)
+    torch.testing.assert_close(a.cores[-1][:, :, 0].detach(), torch.eye(4, 10))
+    torch.testing.assert_close(a.cores[0][0].detach(), torch.zeros(12, 4))
+    opt = torch.optim.Adam(a.parameters(), lr=0.05)
+    x, target = torch.randn(64, 12), torch.randn(64, 10)
+    for _ in range(30):
+        opt.zero_grad()
+        (a(x, layer=0, matrix=1) - target).pow(2).mean().backward()
+        opt.step()
+    s = torch.linalg.svdvals(a.delta_weight(layer=0, matrix=1).detach())
+    assert int((s > 1e-3 * s[0]).sum()) == 4, s
 
 
 def test_orthogonal_and_identity_init():

@@ -78,9 +78,16 @@ def test_constructors(shape: list[int], rank: int, dtype: torch.dtype) -> None:
     z = TensorTrain.zeros(shape, rank, dtype=dtype)
     assert z.dtype == dtype and z.shape == tuple(shape)
     assert bool((z.full() == 0).all())
-    # Identity slices multiply to e_1^T I ... I e_1 = 1 for every entry.
+    # Boundary cores are eye(n_1, r) and eye(r, n_d), interior slices eye(r, r): the entry is
+    # e_{i_1}^T I ... I e_{i_d} = [i_1 == i_d < r] (an order-1 train is all ones).
     eye = TensorTrain.identity(shape, rank, dtype=dtype)
-    assert bool((eye.full() == 1).all())
+    if len(shape) == 1:
+        expected = torch.ones(shape, dtype=dtype)
+    else:
+        first = torch.arange(shape[0]).reshape(-1, *([1] * (len(shape) - 1)))
+        last = torch.arange(shape[-1]).reshape(*([1] * (len(shape) - 1)), -1)
+        expected = ((first == last) & (first < rank)).expand(shape).to(dtype)
+    assert torch.equal(eye.full(), expected)
     a = TensorTrain.random(shape, rank, generator=generator(7), dtype=dtype)
     b = TensorTrain.random(shape, rank, generator=generator(7), dtype=dtype)
     assert all(torch.equal(p, q) for p, q in zip(a.cores, b.cores))

@@ -33,7 +33,6 @@ __all__ = [
     "MethodSpec",
     "attach",
     "lora_reference_params",
-    "paper_identity_init",
 ]
 
 METATT_METHODS = ("metatt-4d", "metatt-5d", "metatt-4+1d", "lotr")
@@ -174,35 +173,6 @@ def lora_reference_params(model: nn.Module, targets: Sequence[str], rank: int = 
     return sum(rank * (t.in_features + t.out_features) for t in match_targets(model, list(targets)))
 
 
-@torch.no_grad()
-def paper_identity_init(model: nn.Module) -> int:
-    """Give identity-initialised *boundary* cores the paper's matrix identity; returns how many were changed.
-
-    MetaTT's Algorithm 3 initialises the output core ``G4`` of shape ``(r, D)`` with
-    ``nn.init.eye_`` (a matrix identity).  A per-slice identity of the ``(r, D, 1)`` core is
-    ``e_0`` for every output index instead; with a zero input core every gradient then stays
-    in bond index 0 and the adapter trains at rank 1 whatever ``r`` is.  This replaces such a
-    degenerate output core by ``eye(r, D)`` (``eye(r, D/H)`` with a head core); cores that were
-    not built that way are left alone, so it is a no-op once :mod:`tnadapt.nn` does this itself.
-    """
-    from ..nn import get_adapters
-    from ..tt.init import init_core
-
-    changed = 0
-    for adapter in get_adapters(model):
-        cores = getattr(adapter, "cores", None)
-        spec = getattr(adapter, "init_spec", ())
-        if cores is None or not spec or not str(spec[-1]).startswith("identity"):
-            continue
-        out = cores[-1]
-        r, n, last = out.shape
-        degenerate = init_core(r, n, last, "identity", dtype=out.dtype, device=out.device)
-        if r > 1 and last == 1 and torch.equal(out, degenerate):
-            out.copy_(torch.eye(r, n, dtype=out.dtype, device=out.device).unsqueeze(-1))
-            changed += 1
-    return changed
-
-
 def _metatt_config(spec: MethodSpec, num_heads: int | None, num_tasks: int) -> Any:
     from ..nn import MetaTTConfig
 
@@ -290,7 +260,6 @@ def attach(model: TextClassifier, spec: MethodSpec) -> Attached:
             wrap(model, _metatt_config(spec, heads, len(model.heads)))
         except ValueError as exc:
             raise UserError(f"--adapter {spec.method} --rank {spec.rank}: {exc}") from None
-        paper_identity_init(model)
     elif spec.method == "tera":
         try:
             wrap(model, _family_config(spec))

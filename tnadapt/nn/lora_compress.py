@@ -270,8 +270,9 @@ def compress_lora(
     rank, eps, cutoff:
         Truncation of each shape group's train (as :func:`tnadapt.tt.tt_from_lowrank`:
         ``rank`` an int or one per bond, ``eps`` relative to the group's stacked tensor).
-        None of them: exact up to round-off (``eps = 100 · machine epsilon`` of
-        ``compute_dtype``, which only drops numerically zero singular values).
+        Without ``eps`` and ``cutoff``, numerically zero singular values are dropped
+        (``eps = 100 · machine epsilon`` of ``compute_dtype``), so a ``rank`` cap never keeps
+        redundant bond dimensions; with no criterion at all the result is exact up to round-off.
     layers_pattern, layer_index_fn:
         How layer ids are read from module names (as in :class:`~tnadapt.nn.MetaTTConfig`).
     compute_dtype:
@@ -317,7 +318,7 @@ def compress_lora(
                     f"adapters[{t}][{name!r}]: A {tuple(a.shape)}, B {tuple(b.shape)} do not fit the model's "
                     f"Linear (in_features={info.in_features}, out_features={info.out_features})"
                 )
-    if rank is None and eps is None and cutoff is None:
+    if eps is None and cutoff is None:
         eps = 100 * torch.finfo(compute_dtype).eps
     groups = build_metatt(config, targets)
     slices: list[SliceError] = []

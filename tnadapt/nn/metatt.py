@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..tt import TensorTrain
-from ..tt.init import INIT_NAMES, init_core, interior_ranks
+from ..tt.init import INIT_NAMES, make_cores
 from .config import STRUCTURAL_MODES, AdapterConfig, MetaTTConfig
 from .family import AdapterFamily, AdapterGroup, register_family
 from .targets import TargetInfo, group_by_shape, group_dtype_device
@@ -198,22 +198,17 @@ class GlobalTTAdapter(nn.Module):
         self.alpha = float(alpha)
         self.core_names: tuple[str, ...] = ("in", *mode_sizes, *(("head",) if heads else ()), "out")
         shape = self._leg_sizes()
-        full_ranks = interior_ranks(shape, ranks)
         specs = parse_init(init, len(shape), std=init_std)
         self.init_spec: tuple[str, ...] = tuple(kind if s is None else f"{kind}:{s:g}" for kind, s in specs)
-        cores = [
-            init_core(
-                full_ranks[k],
-                shape[k],
-                full_ranks[k + 1],
-                kind,
-                std=s,
-                generator=generator,
-                dtype=dtype,
-                device=device,
-            )
-            for k, (kind, s) in enumerate(specs)
-        ]
+        cores = make_cores(
+            shape,
+            ranks,
+            [kind for kind, _ in specs],
+            std=[s for _, s in specs],
+            generator=generator,
+            dtype=dtype,
+            device=device,
+        )
         self.cores = nn.ParameterList([nn.Parameter(c) for c in cores])
 
     # ------------------------------------------------------------------ structure

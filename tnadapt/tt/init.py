@@ -4,7 +4,12 @@ The same initialisers serve :class:`~tnadapt.tt.TensorTrain` constructors and th
 adapters in :mod:`tnadapt.nn` (MetaTT's ``ze``/``id``/``no``/``or`` strategies).
 
 * ``"zeros"``     all zeros;
-* ``"identity"``  every slice ``G[:, i, :]`` is the rectangular identity ``eye(r_left, r_right)``;
+* ``"identity"``  an interior core has every slice ``G[:, i, :]`` equal to the rectangular identity
+  ``eye(r_left, r_right)``; the first core of a train ``(1, n, r)`` is the identity of its
+  ``(n, r)`` unfolding and the last core ``(r, n, 1)`` that of its ``(r, n)`` unfolding (MetaTT's
+  Algorithm 3, ``nn.init.eye_`` on the ``(r, D)`` output matrix).  A per-slice identity there would
+  be the same unit vector for every ``i`` — a rank-1 boundary that traps training in one bond
+  direction.  The core of an order-1 train is all ones;
 * ``"normal"``    i.i.d. ``N(0, std**2)`` (default ``std = 1/sqrt(r_left)``);
 * ``"orthogonal"`` the left unfolding ``(r_left*n, r_right)`` (or its transpose when wide)
   has orthonormal columns (rows), scaled by ``std`` if given.
@@ -23,6 +28,8 @@ from ._errors import check_rank_spec
 __all__ = ["INIT_NAMES", "CoreInit", "init_core", "interior_ranks", "make_cores"]
 
 CoreInit = Literal["zeros", "identity", "normal", "orthogonal"]
+CorePosition = Literal["first", "last", "interior", "only"]
+CORE_POSITIONS: tuple[str, ...] = ("first", "last", "interior", "only")
 INIT_NAMES: tuple[str, ...] = ("zeros", "identity", "normal", "orthogonal")
 
 
@@ -36,18 +43,34 @@ def init_core(
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    position: CorePosition | None = None,
 ) -> torch.Tensor:
     """One core of shape ``(r_left, n, r_right)`` initialised by ``kind`` (see module doc).
+
+    ``position`` (``"first"``, ``"last"``, ``"interior"`` or ``"only"``) is where the core sits in
+    its train; only ``"identity"`` depends on it.  ``None`` infers it from the bonds: ``r_left == 1 <
+    r_right`` is a first core, ``r_right == 1 < r_left`` a last one, anything else interior.
 
     >>> init_core(2, 3, 2, "identity")[:, 1, :]
     tensor([[1., 0.],
             [0., 1.]])
+    >>> init_core(2, 3, 1, "identity", position="last")[:, :, 0]   # eye(r, n)
+    tensor([[1., 0., 0.],
+            [0., 1., 0.]])
     """
     dtype = dtype or torch.get_default_dtype()
     shape = (r_left, n, r_right)
     if kind == "zeros":
         return torch.zeros(shape, dtype=dtype, device=device)
     if kind == "identity":
+        if position is None:
+            position = "first" if r_left == 1 < r_right else "last" if r_right == 1 < r_left else "interior"
+        if position == "first":
+            return torch.eye(n, r_right, dtype=dtype, device=device).reshape(shape)
+        if position == "last":
+            return torch.eye(r_left, n, dtype=dtype, device=device).reshape(shape)
+        if position not in ("interior", "only"):
+            raise ValueError(f"position: expected one of {CORE_POSITIONS}, got {position!r}")
         eye = torch.eye(r_left, r_right, dtype=dtype, device=device)
         return eye.unsqueeze(1).expand(r_left, n, r_right).contiguous()
     if kind == "normal":
@@ -118,6 +141,13 @@ def make_cores(
             generator=generator,
             dtype=dtype,
             device=device,
+            position=_position(k, d),
         )
         for k in range(d)
     ]
+
+
+def _position(k: int, d: int) -> CorePosition:
+    if d == 1:
+        return "only"
+    return "first" if k == 0 else "last" if k == d - 1 else "interior"

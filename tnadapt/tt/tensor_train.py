@@ -149,7 +149,7 @@ class TensorTrain:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> TensorTrain:
-        """Every slice ``G_k[:, i, :]`` a (rectangular) identity, as in MetaTT's ``id`` init."""
+        """Identity cores as in MetaTT's ``id`` init: interior slices ``eye(r_{k-1}, r_k)``, boundary cores ``eye(n_1, r_1)`` / ``eye(r_{d-1}, n_d)`` (see :mod:`tnadapt.tt.init`)."""
         from . import init
 
         return cls(init.make_cores(shape, ranks, "identity", dtype=dtype, device=device))
