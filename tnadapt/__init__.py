@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "nn", "optim", "tt"]
+__all__ = ["__version__", "nn", "optim", "testing", "tt"]
 
 
 def __getattr__(name: str) -> Any:

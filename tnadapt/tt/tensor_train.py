@@ -284,6 +284,7 @@ class TensorTrain:
 
     # ------------------------------------------------------------------ algebra
     def __add__(self, other: TensorTrain) -> TensorTrain:
+        """``self + other`` exactly; interior ranks add (``r_k + r'_k``), :meth:`round` to compress."""
         from .ops import add
 
         if not isinstance(other, TensorTrain):
@@ -291,6 +292,7 @@ class TensorTrain:
         return add(self, other)
 
     def __sub__(self, other: TensorTrain) -> TensorTrain:
+        """``self - other`` exactly; interior ranks add."""
         from .ops import add
 
         if not isinstance(other, TensorTrain):
@@ -298,11 +300,13 @@ class TensorTrain:
         return add(self, -other)
 
     def __neg__(self) -> TensorTrain:
+        """``-self`` (ranks unchanged)."""
         from .ops import scale
 
         return scale(self, -1.0)
 
     def __mul__(self, other: Any) -> TensorTrain:
+        """Scalar multiple (ranks unchanged) or, for a train, the Hadamard product (ranks multiply)."""
         from .ops import hadamard, scale
 
         if isinstance(other, TensorTrain):
@@ -314,6 +318,7 @@ class TensorTrain:
     __rmul__ = __mul__
 
     def __truediv__(self, other: Any) -> TensorTrain:
+        """Division by a scalar (ranks unchanged)."""
         from .ops import scale
 
         if isinstance(other, (int, float, complex)) or (isinstance(other, torch.Tensor) and other.ndim == 0):
