@@ -148,8 +148,62 @@ def test_load_errors(trained, tmp_path):
     with pytest.raises(ValueError, match="target map differs"):
         load_adapter(other, path)
 
+    # target keys that do not fit the adapter (hand-edited or corrupt config): caught at load, not at forward
+    config_path.write_text(original)
+    for key, match in [
+        ({"layer": 7, "matrix": 0}, r"layer=7, out of range for mode 'layer' of size 2"),
+        ({"layer": 0, "matrixx": 0}, "name different modes"),
+        ({"layer": 0, "matrix": 1}, "share the key"),
+    ]:
+        data = json.loads(original)
+        data["groups"]["16x16"]["targets"]["bert.encoder.layer.0.attention.self.query"] = key
+        config_path.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match=match):
+            load_adapter(fresh(plain_state), path)
+
     config_path.write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_adapter(fresh(plain_state), path)
     with pytest.raises(FileNotFoundError, match=r"no adapter_config\.json"):
         load_adapter(fresh(plain_state), tmp_path / "nowhere")
+
+
+def test_failed_save_leaves_the_old_files_untouched(trained, monkeypatch):
+    """A write failing midway (disk full, kill) must not pair new weights with an old config."""
+    from tnadapt.nn import serialization
+
+    model, _, path = trained
+    save_adapter(model, path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    with torch.no_grad():
+        get_adapters(model)[0].cores[0].mul_(2)
+    real = serialization._write_synced
+
+    def fail_on_config(target, data):
+        if target.name.startswith(".adapter_config.json") or target.name == "adapter_config.json":
+            raise OSError("disk full")
+        real(target, data)
+
+    monkeypatch.setattr(serialization, "_write_synced", fail_on_config)
+    with pytest.raises(OSError, match="disk full"):
+        save_adapter(model, path)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before  # no temp files, old bytes
+    # a new directory is never created half-written
+    with pytest.raises(OSError, match="disk full"):
+        save_adapter(model, path.parent / "new")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["adapter"]
+
+
+def test_loading_never_unpickles(trained, monkeypatch):
+    import pickle
+
+    model, plain_state, path = trained
+    save_adapter(model, path)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle used while loading an adapter")
+
+    for mod, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
+        monkeypatch.setattr(mod, name, forbidden)
+    loaded = load_adapter(fresh(plain_state), path)
+    assert torch.equal(logits(loaded, [1, 1, 0]), logits(model, [1, 1, 0]))

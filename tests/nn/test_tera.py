@@ -231,9 +231,16 @@ def test_load_detects_other_factors(tmp_path):
     cfg_path = tmp_path / "a" / "adapter_config.json"
     data = json.loads(cfg_path.read_text())
     group = next(iter(data["groups"].values()))
+    original = json.dumps(data)
     group["owner"]["seed"] = 5  # as if the factors were regenerated with another seed or RNG
     cfg_path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="fingerprint"):
+        load_adapter(tiny_bert(), tmp_path / "a")
+    data = json.loads(original)  # a slot beyond the group's slots is caught at load time
+    group = data["groups"]["16x16"]
+    group["targets"][next(iter(group["targets"]))] = {"slot": group["owner"]["num_slots"]}
+    cfg_path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="out of range for mode 'slot'"):
         load_adapter(tiny_bert(), tmp_path / "a")
     # saved factors that do not match their recorded fingerprint (tampered file)
     net = wrap(tiny_bert(), bert_config(save_factors=True))

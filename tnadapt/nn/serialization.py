@@ -66,7 +66,9 @@ def atomic_write_files(directory: str | os.PathLike[str], files: Mapping[str, by
     """Write ``files`` (name -> bytes) into ``directory``, each via a temp file + ``os.replace``.
 
     A new directory is first assembled under a temporary name and renamed into place,
-    so readers never see a half-written directory.
+    so readers never see a half-written directory.  In an existing directory all files are
+    first written (and fsynced) to temporary names and only then moved over the old ones,
+    so a failed write leaves the old files untouched.
     """
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -84,15 +86,19 @@ def atomic_write_files(directory: str | os.PathLike[str], files: Mapping[str, by
         return target
     if not target.is_dir():
         raise ValueError(f"directory: {str(target)!r} exists and is not a directory")
-    for name, data in files.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=target)
-        os.close(fd)
-        try:
-            _write_synced(Path(tmp), data)
+    temps: dict[str, Path] = {}
+    try:
+        for name, data in files.items():  # every file is complete on disk before any is replaced
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=target)
+            os.close(fd)
+            temps[name] = Path(tmp)
+            _write_synced(temps[name], data)
+        for name, tmp in temps.items():
             os.replace(tmp, target / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    except BaseException:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        raise
     return target
 
 
@@ -189,8 +195,35 @@ def _build_groups(
             owner = family.owner_from_config(spec["owner"], dtype=dtype, device=device)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{CONFIG_NAME}: group {gname!r}: cannot rebuild the adapter ({exc})") from None
+        _check_keys(gname, owner, keys)
         groups[gname] = AdapterGroup(owner, keys)
     return groups
+
+
+def _check_keys(gname: str, owner: nn.Module, keys: Mapping[str, Mapping[str, int]]) -> None:
+    """The saved keys of one group must name the same modes, lie inside the owner's modes, and be distinct."""
+    where = f"{CONFIG_NAME}: group {gname!r}"
+    names = {frozenset(k) for k in keys.values()}
+    if len(names) > 1:
+        raise ValueError(f"{where}: target keys name different modes {sorted(sorted(n) for n in names)}")
+    modes = getattr(owner, "modes", None)
+    seen: dict[tuple[tuple[str, int], ...], str] = {}
+    for name, key in keys.items():
+        if isinstance(modes, Mapping):
+            for mode, index in key.items():
+                if mode not in modes:
+                    raise ValueError(
+                        f"{where}: target {name!r} has key {key}, but the adapter's modes are {dict(modes)}"
+                    )
+                if not 0 <= index < int(modes[mode]):
+                    raise ValueError(
+                        f"{where}: target {name!r} has {mode}={index}, out of range for mode {mode!r} "
+                        f"of size {modes[mode]}"
+                    )
+        slot = tuple(sorted(key.items()))
+        if slot in seen:
+            raise ValueError(f"{where}: targets {seen[slot]!r} and {name!r} share the key {key}")
+        seen[slot] = name
 
 
 def _check_same_wrapping(model: nn.Module, data: dict[str, Any]) -> None:

@@ -198,6 +198,11 @@ class TeRAAdapter(nn.Module):
         """Physical mode sizes, in modes first: ``in_modes + out_modes``."""
         return (*self.in_modes, *self.out_modes)
 
+    @property
+    def modes(self) -> dict[str, int]:
+        """The index modes ``{"slot": num_slots}`` (one slot per adapted matrix; fixed by the layer)."""
+        return {"slot": self.num_slots}
+
     def factors(self) -> list[torch.Tensor]:
         """The frozen ``U_n`` (``(I_n, R_n)``), in mode order."""
         return [getattr(self, f"u{n}") for n in range(len(self.legs))]
