@@ -126,7 +126,7 @@ def _cmd_count(args: argparse.Namespace) -> int:
             from tnadapt.finetune import UserError
 
             raise UserError("--model: give a model (a paper model name or a config.json path) with --adapter/--rank")
-        rows = [("model", "method", "rank", "params (ours)", "paper", "unit", "match")]
+        rows: list[tuple[str, ...]] = [("model", "method", "rank", "params (ours)", "paper", "unit", "match")]
         for r in PAPER_ROWS:
             ours = count_parameters(PAPER_MODELS[r.model], r.method, r.rank)
             digits = len(str(r.printed).split(".")[1]) if "." in str(r.printed) else 0
@@ -147,18 +147,18 @@ def _cmd_count(args: argparse.Namespace) -> int:
     shape = PAPER_MODELS[args.model] if args.model in PAPER_MODELS else model_shape_from_config(args.model)
     methods = [args.adapter] if args.adapter else ["lora", "metatt-4d", "metatt-5d", "lotr"]
     rank = args.rank or 8
-    rows = [("model", "method", "rank", "targets", "params", "ratio to LoRA")]
+    table: list[tuple[str, ...]] = [("model", "method", "rank", "targets", "params", "ratio to LoRA")]
     lora = count_parameters(shape, "lora", rank, args.targets)
     for m in methods:
         n = count_parameters(shape, m, rank, args.targets, tasks=args.tasks)
-        rows.append(
+        table.append(
             (shape.name, m, str(rank), ",".join(args.targets or shape.default_targets), f"{n:,d}", f"{n / lora:.4f}")
         )
-    print(_table(rows))
+    print(_table(table))
     return 0
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -73,7 +73,9 @@ def _hash01(*parts: str) -> float:
 def _build_polarity(rows: tuple[tuple[str, str, str], ...]) -> TextDataset:
     names = ("rotten", "fresh")
     seen: dict[str, int] = {}
-    texts, labels, groups = [], [], []
+    texts: list[str] = []
+    labels: list[int] = []
+    groups: list[str] = []
     for category, text, movie in rows:
         if category not in names or text in seen:
             continue

@@ -164,7 +164,7 @@ def count_parameters(
     shape: ModelShape, method: str, rank: int, targets: Sequence[str] | None = None, *, tasks: int = 3
 ) -> int:
     """Trainable adapter parameters of ``method`` at ``rank`` on ``targets`` (default: the paper's q/v)."""
-    from ..nn import MetaTTConfig, get_adapters, match_targets, wrap
+    from ..nn import MetaTTConfig, get_container, match_targets, wrap
 
     if method not in COUNT_METHODS:
         raise UserError(f"--adapter: expected one of {', '.join(COUNT_METHODS)}, got {method!r}")
@@ -191,4 +191,4 @@ def count_parameters(
             wrap(model, config)
     except ValueError as exc:
         raise UserError(f"--adapter {method} --rank {rank}: {exc}") from None
-    return sum(int(a.num_parameters()) for a in get_adapters(model))
+    return sum(int(a.num_parameters()) for a in get_container(model).owners().values())

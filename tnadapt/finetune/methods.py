@@ -17,13 +17,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .errors import UserError
 from .model import TextClassifier
+
+if TYPE_CHECKING:
+    from ..nn import AdapterOwner
+    from ..optim import TTAdapterLike
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -95,13 +99,13 @@ class Attached:
     def is_tnadapt(self) -> bool:
         return self.spec.method in (*METATT_METHODS, "tera")
 
-    def adapters(self) -> list[nn.Module]:
+    def adapters(self) -> list[AdapterOwner]:
         """The tnadapt adapter owners (empty for ``lora`` / ``head``)."""
-        from ..nn import get_adapters
+        from ..nn import get_container
 
-        return get_adapters(self.model) if self.is_tnadapt else []
+        return list(get_container(self.model).owners().values()) if self.is_tnadapt else []
 
-    def tt_adapters(self) -> list[nn.Module]:
+    def tt_adapters(self) -> list[TTAdapterLike]:
         """The tensor-train owners the DMRG scheduler can act on."""
         from ..optim import TTAdapterLike
 
@@ -186,7 +190,7 @@ def _metatt_config(spec: MethodSpec, num_heads: int | None, num_tasks: int) -> A
         target_modules=list(spec.targets),
         modules_to_save=[HEAD_MODULE],
         preset=preset,
-        rank=spec.rank,
+        rank=spec.rank if spec.rank is not None else 8,
         alpha=spec.resolved_alpha,
         init=spec.init,
         seed=spec.seed,
@@ -224,7 +228,7 @@ def _attach_lora(model: TextClassifier, spec: MethodSpec) -> None:
     torch.manual_seed(spec.seed)
     config = LoraConfig(
         r=spec.rank or 8,
-        lora_alpha=spec.resolved_alpha,
+        lora_alpha=spec.resolved_alpha,  # type: ignore[arg-type]  # peft types it int but scales by any number
         target_modules=list(spec.targets),
         lora_dropout=0.0,
         bias="none",

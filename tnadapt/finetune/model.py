@@ -119,7 +119,7 @@ class TextClassifier(nn.Module):
         if not num_labels or any(int(n) < 2 for n in num_labels):
             raise UserError(f"labels: every task needs at least 2 classes, got {list(num_labels)}")
         self.encoder = encoder
-        hidden = int(encoder.config.hidden_size)
+        hidden = int(getattr(encoder, "config").hidden_size)  # noqa: B009 (nn.Module.__getattr__ is typed Tensor|Module)
         gen = torch.Generator().manual_seed(seed)
         heads = []
         for n in num_labels:

@@ -25,6 +25,7 @@ from .batching import Encoded, collate, make_batches
 from .checkpoint import checkpoint_dir, latest_checkpoint, mark_complete
 from .errors import UserError
 from .methods import Attached
+from .model import TextClassifier
 
 __all__ = ["EpochRecord", "TrainSettings", "Trainer", "evaluate"]
 
@@ -82,7 +83,7 @@ def _progress(items: Iterable[Any], *, enabled: bool, desc: str, total: int) -> 
 
 
 def _forward(
-    model: nn.Module, batch: dict[str, torch.Tensor], features: torch.Tensor | None, rows: list[int]
+    model: TextClassifier, batch: dict[str, torch.Tensor], features: torch.Tensor | None, rows: list[int]
 ) -> torch.Tensor:
     """Logits of ``rows``: through the whole model, or through the head(s) only from cached ``features``."""
     if features is not None:
@@ -96,7 +97,7 @@ def _forward(
 
 
 @torch.no_grad()
-def _encode_features(model: nn.Module, data: Encoded, batch_size: int, progress: bool, desc: str) -> torch.Tensor:
+def _encode_features(model: TextClassifier, data: Encoded, batch_size: int, progress: bool, desc: str) -> torch.Tensor:
     """Pooled frozen-encoder features of every row (eval mode), ``(len(data), hidden)``."""
     model.eval()
     out: torch.Tensor | None = None
@@ -113,7 +114,7 @@ def _encode_features(model: nn.Module, data: Encoded, batch_size: int, progress:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
+    model: TextClassifier,
     data: Encoded,
     *,
     batch_size: int = 64,
