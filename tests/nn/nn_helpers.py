@@ -57,6 +57,31 @@ def tiny_llama(seed=0):
     return LlamaModel(cfg).eval()
 
 
+def tiny_t5(seed=0):
+    from transformers import T5Config, T5Model
+
+    torch.manual_seed(seed)
+    cfg = T5Config(
+        vocab_size=50,
+        d_model=16,
+        d_kv=4,
+        d_ff=24,
+        num_layers=2,
+        num_heads=2,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+    )
+    return T5Model(cfg).eval()
+
+
+def tiny_gpt2(seed=0):
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16, bos_token_id=0, eos_token_id=0)
+    return GPT2Model(cfg).eval()
+
+
 def randomize(model: nn.Module, seed: int = 1, std: float = 0.3) -> None:
     """Give every adapter core random values so that ΔW ≠ 0 and every slice differs."""
     g = torch.Generator().manual_seed(seed)

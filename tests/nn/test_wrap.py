@@ -6,7 +6,16 @@ import copy
 
 import pytest
 import torch
-from nn_helpers import dense_slice, randomize, reference_model, tiny_bert, tiny_llama, tiny_roberta
+from nn_helpers import (
+    dense_slice,
+    randomize,
+    reference_model,
+    tiny_bert,
+    tiny_gpt2,
+    tiny_llama,
+    tiny_roberta,
+    tiny_t5,
+)
 from torch import nn
 
 from tnadapt.nn import (
@@ -17,6 +26,7 @@ from tnadapt.nn import (
     adapter_context,
     get_adapters,
     get_container,
+    is_wrapped,
     lora_num_parameters,
     trainable_parameters,
     unwrap,
@@ -248,3 +258,138 @@ def test_adapter_dtype_differs_from_base():
     torch.testing.assert_close(y, reference_model(plain, model)(IDS).last_hidden_state)
     with pytest.raises(ValueError, match="floating torch dtype name"):
         wrap(copy.deepcopy(plain), MetaTTConfig(target_modules=["query"], dtype="int8"))
+
+
+def test_t5_encoder_decoder_with_a_regex():
+    """T5 numbers the blocks of its encoder and decoder from 0; a regex target keeps their projections apart
+    (matrix name = the path with the layer number replaced by '*'), and the output equals the dense reference."""
+    base = tiny_t5()
+    plain = copy.deepcopy(base)
+    model = wrap(base, MetaTTConfig(target_modules=r".*(SelfAttention|EncDecAttention)\.(q|v)", rank=3))
+    randomize(model)
+    (adapter,) = get_adapters(model)
+    assert adapter.modes == {"layer": 2, "matrix": 6}  # encoder self q/v, decoder self q/v, decoder cross q/v
+    c = get_container(model)
+    assert c.targets["decoder.block.1.layer.1.EncDecAttention.v"] == ("16x8", {"layer": 1, "matrix": 5})
+    ids, dec = IDS[:, :5], IDS[:, 1:]
+    torch.testing.assert_close(
+        model(input_ids=ids, decoder_input_ids=dec).last_hidden_state,
+        reference_model(plain, model)(input_ids=ids, decoder_input_ids=dec).last_hidden_state,
+    )
+    # a list names only the projection, so encoder and decoder block 0 collide: a clear error, not a shared update
+    with pytest.raises(ValueError, match="map to the same slice"):
+        wrap(copy.deepcopy(plain), MetaTTConfig(target_modules=["q", "v"]))
+
+
+def test_non_linear_matches_are_errors():
+    gpt2 = tiny_gpt2()
+    for targets in (["c_attn"], r".*\.c_attn"):  # GPT-2's Conv1D is not an nn.Linear
+        with pytest.raises(ValueError, match=r"'h\.0\.attn\.c_attn' matched but is a Conv1D.*nn\.Linear modules only"):
+            wrap(gpt2, MetaTTConfig(target_modules=targets))
+    assert not is_wrapped(gpt2)
+    base = tiny_bert()
+    # a regex must match the whole name ...
+    with pytest.raises(ValueError, match=r"no nn\.Linear matched 'query'"):
+        wrap(base, MetaTTConfig(target_modules="query"))
+    # ... and a regex that also catches parameterised non-Linear modules fails instead of silently skipping them
+    with pytest.raises(ValueError, match=r"attention\.output\.LayerNorm' matched but is a LayerNorm.*exclude_modules"):
+        wrap(base, MetaTTConfig(target_modules=r".*attention\.output\..*"))
+    # containers and parameterless modules (dropout) matched by the regex are skipped
+    wrap(base, MetaTTConfig(target_modules=r".*attention\.output\..*", exclude_modules=r".*LayerNorm"))
+    assert sorted(get_container(base).targets) == [f"encoder.layer.{i}.attention.output.dense" for i in range(2)]
+
+
+def test_linears_outside_numbered_layers():
+    """A model without ModuleLists: every target has no layer id, the matrices tell them apart."""
+
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.v = nn.Linear(8, 8), nn.Linear(8, 8)
+            self.mlp = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+
+        def forward(self, x):
+            return self.mlp(torch.tanh(self.q(x)) * self.v(x))
+
+    torch.manual_seed(0)
+    base = Flat()
+    plain = copy.deepcopy(base)
+    model = wrap(base, MetaTTConfig(target_modules=["q", "v", "mlp.0", "mlp.2"], rank=2))
+    (adapter,) = get_adapters(model)
+    assert adapter.modes == {"layer": 1, "matrix": 4}
+    assert get_container(model).targets["mlp.2"] == ("8x8", {"layer": 0, "matrix": 3})
+    randomize(model)
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(model(x), reference_model(plain, model)(x))
+
+
+def test_user_named_modes_in_the_given_order():
+    """Mode names are not hard-coded: (matrix, expert, layer) with a per-call 'expert' mode, mixed per sample."""
+    base = tiny_bert(torch.float64)
+    plain = copy.deepcopy(base)
+    cfg = MetaTTConfig(
+        target_modules=["query", "value"], modes=["matrix", "expert", "layer"], mode_sizes={"expert": 3}, rank=3
+    )
+    model = wrap(base, cfg)
+    (adapter,) = get_adapters(model)
+    assert adapter.core_names == ("in", "matrix", "expert", "layer", "out")
+    assert adapter.modes == {"matrix": 2, "expert": 3, "layer": 2}
+    assert get_container(model).dynamic_modes == {"expert": 3}
+    assert torch.count_nonzero(adapter.delta_weight(matrix=1, expert=2, layer=0)) == 0  # ze-id-id-id-id
+    randomize(model)
+    experts = torch.tensor([2, 0, 1, 2])
+    with adapter_context(model, expert=experts):
+        y = model(IDS).last_hidden_state
+    refs = {e: reference_model(plain, model, expert=e) for e in range(3)}
+    expected = torch.stack([refs[int(e)](IDS[b : b + 1]).last_hidden_state[0] for b, e in enumerate(experts)])
+    torch.testing.assert_close(y, expected, **tols(torch.float64))
+
+
+def test_each_core_once_for_safetensors_meta_and_deepcopy(tmp_path):
+    from safetensors.torch import load_file, save_model
+
+    model = wrap(tiny_bert(), MetaTTConfig(target_modules=["query", "value"], rank=2))
+    randomize(model)
+    save_model(model, tmp_path / "m.safetensors")  # refuses shared tensors; the cores are stored once
+    keys = [k for k in load_file(tmp_path / "m.safetensors") if "cores" in k]
+    assert keys == [f"tnadapt.groups.16x16.cores.{i}" for i in range(4)]
+    twin = copy.deepcopy(model)  # the copy's wrappers point at the copy's container
+    layer = twin.encoder.layer[1].attention.self.value
+    assert layer.container is twin.tnadapt and layer.container is not model.tnadapt
+    with torch.no_grad():
+        get_adapters(twin)[0].cores[0].zero_()
+    x = torch.randn(2, 16)
+    torch.testing.assert_close(layer(x), layer.base_layer(x))
+    assert not torch.allclose(model.encoder.layer[1].attention.self.value(x), layer.base_layer(x))
+    model.to("meta")  # a device move takes the shared cores along
+    assert all(c.device.type == "meta" for c in get_adapters(model)[0].cores)
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_gradient_checkpointing_with_per_sample_tasks(reentrant):
+    """HF gradient checkpointing recomputes the forward inside backward(): the gradients equal the plain run's when
+    backward() runs inside the adapter_context block, and running it outside is a clear error, not a silent one."""
+    base = tiny_bert(torch.float64).train()
+    for m in base.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    cfg = MetaTTConfig(target_modules=["query", "value"], preset="metatt-4+1d", mode_sizes={"task": 3}, rank=3)
+    model = wrap(base, cfg)
+    randomize(model)
+    tasks = torch.tensor([2, 0, 1, 2])
+
+    def grads():
+        model.zero_grad()
+        with adapter_context(model, task_ids=tasks):
+            model(IDS).last_hidden_state.square().sum().backward()
+        return [c.grad.clone() for c in get_adapters(model)[0].cores]
+
+    plain = grads()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    assert model.encoder.layer[0].gradient_checkpointing
+    for got, want in zip(grads(), plain):
+        torch.testing.assert_close(got, want)
+    with adapter_context(model, task_ids=tasks):
+        loss = model(IDS).last_hidden_state.square().sum()
+    with pytest.raises(ValueError, match="gradient-checkpointing recomputation"):
+        loss.backward()

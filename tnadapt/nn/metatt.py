@@ -323,9 +323,16 @@ class GlobalTTAdapter(nn.Module):
         if idx is None:
             if size == 1:
                 return 0
+            in_backward = torch._C._current_graph_task_id() != -1
             raise ValueError(
-                f"index: mode {name!r} (size {size}) needs an index; pass {name}=<int or (batch,) tensor>"
-                + (" or use tnadapt.nn.adapter_context(model, task_ids=...)" if name == "task" else "")
+                f"index: mode {name!r} (size {size}) needs an index; pass {name}=<int or (batch,) tensor> "
+                f"or use tnadapt.nn.adapter_context(model, {name}=...)"
+                + (
+                    "; this forward runs inside backward(), i.e. it is a gradient-checkpointing recomputation: "
+                    "call backward() inside the adapter_context block that ran the forward"
+                    if in_backward
+                    else ""
+                )
             )
         if isinstance(idx, torch.Tensor) and idx.ndim == 1:
             if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
@@ -502,8 +509,9 @@ def build_metatt(config: AdapterConfig, targets: Sequence[TargetInfo]) -> dict[s
             if slot in seen:
                 raise ValueError(
                     f"target_modules: {seen[slot]!r} and {t.name!r} map to the same slice {key} of shape group "
-                    f"{gname}; give them distinct layer ids (layers_pattern / layer_index_fn) or add the "
-                    f"'layer'/'matrix' mode"
+                    f"{gname}; give them distinct layer ids (layers_pattern / layer_index_fn), add the "
+                    f"'layer'/'matrix' mode, or use a regex target_modules (its matrix names are the full paths "
+                    f"with the layer number replaced by '*', e.g. encoder vs decoder)"
                 )
             seen[slot] = t.name
             keys[t.name] = key

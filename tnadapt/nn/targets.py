@@ -8,11 +8,14 @@ Matching rules (in the spirit of peft's ``LoraConfig``):
 * ``target_modules`` as a **list**: a module matches an entry when its full name equals the
   entry or ends with ``"." + entry`` (``"query"`` matches ``encoder.layer.0.attention.self.query``);
   the entry that matched is the target's *matrix name*.
-* ``target_modules`` as a **string**: a regex that must match the full name of an
-  ``nn.Linear`` (``re.fullmatch``; other module types are skipped); the matrix name is the
-  module path with its layer-number segment replaced by ``*``
-  (``encoder.layer.*.attention.self.query``), or the full path when there is no layer id.  A list entry that names a module which neither is nor contains
-  an ``nn.Linear`` is an error.
+* ``target_modules`` as a **string**: a regex that must match the full module name
+  (``re.fullmatch``); the matrix name is the module path with its layer-number segment
+  replaced by ``*`` (``encoder.layer.*.attention.self.query``), or the full path when there
+  is no layer id.  Matched containers of Linears and parameterless modules (activations,
+  dropout) are skipped; a matched module that has parameters but is not an ``nn.Linear``
+  (``LayerNorm``, ``Embedding``, GPT-2's ``Conv1D``) is an error rather than silently left
+  out.  A list entry that names a module which neither is nor contains an ``nn.Linear`` is
+  an error too.
 * ``exclude_modules``: the same rules, applied after matching; matches are dropped.
 * The *layer id* is found by ``layer_index_fn(name)`` if given, else from ``layers_pattern``:
   a regex whose first group is the layer number, or a plain ModuleList name like peft's
@@ -142,6 +145,12 @@ def _matcher(spec: str | Sequence[str] | None, argname: str) -> Callable[[str], 
     return match
 
 
+_NOT_LINEAR_HINT = {
+    "Conv1D": " (transformers' GPT-2-style Conv1D keeps its weight as (in, out) and is a different class; "
+    "tnadapt adapts nn.Linear modules only)",
+}
+
+
 def match_targets(
     model: nn.Module,
     target_modules: str | Sequence[str],
@@ -177,9 +186,15 @@ def match_targets(
                 "Target linear1/linear2 or use an attention module built from nn.Linear layers"
             )
         if not isinstance(module, nn.Linear):
-            if isinstance(target_modules, list | tuple) and not any(isinstance(m, nn.Linear) for m in module.modules()):
-                raise ValueError(f"target_modules: {name!r} matched but is a {type(module).__name__}, not an nn.Linear")
-            continue  # a container whose name matched; its Linear children are matched on their own names
+            has_linear = any(isinstance(m, nn.Linear) for m in module.modules())
+            regex = isinstance(target_modules, str)
+            if (not regex and not has_linear) or (regex and not has_linear and any(True for _ in module.parameters())):
+                raise ValueError(
+                    f"target_modules: {name!r} matched but is a {type(module).__name__}, not an nn.Linear"
+                    + _NOT_LINEAR_HINT.get(type(module).__name__, "")
+                    + ("; narrow the regex or add it to exclude_modules" if regex else "")
+                )
+            continue  # a container (or parameterless module) whose name matched; Linears match on their own names
         layer = layer_index_fn(name) if layer_index_fn is not None else layer_index(name, layers_pattern)
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
             raise ValueError(f"layer_index_fn: expected a non-negative int or None for {name!r}, got {layer!r}")
