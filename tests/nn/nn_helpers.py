@@ -110,3 +110,29 @@ def reference_model(base_copy: nn.Module, wrapped: nn.Module, **dynamic) -> nn.M
             w = ref.get_submodule(name).weight
             w += dense_slice(container.groups[layer.group], layer.key, **dynamic).to(w.dtype)
     return ref
+
+
+_VIEWS = {"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "select", "expand", "alias", "as_strided"}
+
+
+def record_ops(fn, *args, **kwargs):
+    """Run ``fn`` and return ``[(aten op name, numel of its largest output)]`` for every op it dispatched,
+    leaving out ops that only make views (their outputs allocate nothing)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            if name not in _VIEWS:
+                outs = out if isinstance(out, (tuple, list)) else [out]
+                self.ops.append((name, max([o.numel() for o in outs if isinstance(o, torch.Tensor)] or [0])))
+            return out
+
+    with Record() as rec:
+        fn(*args, **kwargs)
+    return rec.ops

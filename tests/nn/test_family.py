@@ -108,8 +108,7 @@ def test_second_family_uses_the_same_machinery(toy_family, tmp_path):
         assert torch.equal(loaded(IDS).last_hidden_state, y)
     with pytest.raises(ValueError, match="holds a 'slot-lora-test' adapter but the model is wrapped with 'metatt'"):
         load_adapter(wrap(copy.deepcopy(plain), MetaTTConfig(target_modules=["query"])), tmp_path / "toy")
-    import peft
-
+    peft = pytest.importorskip("peft")  # the [hf] extra
     export_lora(model, tmp_path / "peft")
     theirs = peft.PeftModel.from_pretrained(copy.deepcopy(plain), tmp_path / "peft")
     unloaded = merge_and_unload(model)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from nn_helpers import tiny_bert
+from nn_helpers import record_ops, tiny_bert
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -153,6 +153,9 @@ def test_errors(three_tasks, tmp_path):
     directory = three_tasks[0][0]
     with pytest.raises(ValueError, match=r"not nn\.Linear modules"):
         compress_lora(nn.Sequential(nn.Linear(16, 16)), directory)
+    model, _ = compress_lora(nn.Sequential(nn.Linear(4, 4)), {"0": (torch.ones(1, 4), torch.ones(4, 1))})
+    with pytest.raises(ValueError, match="already wrapped"):
+        compress_lora(model, {"0": (torch.ones(1, 4), torch.ones(4, 1))})
     with pytest.raises(ValueError, match="do not fit"):
         compress_lora(nn.Sequential(nn.Linear(4, 4)), {"0": (torch.ones(1, 5), torch.ones(4, 1))})
     with pytest.raises(ValueError, match="disagree on the rank"):
@@ -177,3 +180,26 @@ def test_errors(three_tasks, tmp_path):
     with pytest.raises(ValueError, match="allow_extra"):
         read_lora(bad)
     assert set(read_lora(bad, allow_extra=True)) == set(read_lora(directory))
+
+
+def test_compression_works_from_the_factors_only():
+    """No op allocates even one dense D × D slice, let alone the stacked (D, L, M, T, D) tensor; still exact."""
+    d, layers, tasks = 256, 2, 2
+    base = nn.ModuleList([nn.ModuleDict({"q": nn.Linear(d, d), "v": nn.Linear(d, d)}) for _ in range(layers)]).double()
+    g = torch.Generator().manual_seed(0)
+    loras = [
+        {
+            f"{i}.{m}": (torch.randn(1, d, generator=g, dtype=F64), torch.randn(d, 1, generator=g, dtype=F64))
+            for i in range(layers)
+            for m in "qv"
+        }
+        for _ in range(tasks)
+    ]
+    result = {}
+    ops = record_ops(lambda: result.update(out=compress_lora(base, loras)))
+    assert max(n for _, n in ops) < d * d
+    model, report = result["out"]
+    assert report.max_relative_error < 1e-12 and report.ranks["256x256"] == (1, 8, 8, 8, 8, 1)
+    owner = get_container(model).groups["256x256"]
+    a, b = loras[1]["1.v"]
+    torch.testing.assert_close(owner.delta_weight(layer=1, task=1, matrix=1), b @ a)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nn_helpers import record_ops
 
 from tnadapt.nn import GlobalTTAdapter, lora_num_parameters, parse_init
 from tnadapt.tt import TensorTrain
@@ -172,3 +173,22 @@ def test_bad_arguments():
         a.delta_weight(layer=0, matrix=1)
     with pytest.raises(ValueError, match="in_features=8"):
         a(torch.randn(3, 7), layer=0)
+
+
+def test_forward_is_one_batched_path_and_never_dense():
+    """Per-sample indices: the same ops for any batch size (one gather per mode, one bmm; no loop over samples),
+    and no op ever allocates anything of the size of a dense ΔW (in × out)."""
+    a = GlobalTTAdapter(64, 48, {"layer": 3, "task": 4, "matrix": 2}, 2, heads=4, init="no-no-no-no-no-no")
+    traces = {}
+    for batch in (2, 7):
+        x, tasks = torch.randn(batch, 3, 64), torch.randint(0, 4, (batch,))
+        traces[batch] = record_ops(a, x, layer=1, task=tasks, matrix=0)
+        assert max(n for _, n in traces[batch]) < 64 * 48 // 2 + 1
+    assert [op for op, _ in traces[2]] == [op for op, _ in traces[7]]
+    ops = [op for op, _ in traces[2]]
+    assert ops.count("bmm") == 1 and ops.count("index_select") == 1
+    # an int index: no batched ops at all
+    plain = [op for op, _ in record_ops(a, torch.randn(2, 3, 64), layer=1, task=2, matrix=0)]
+    assert "bmm" not in plain and "index_select" not in plain
+    # the check can fail: delta_weight does form the dense matrix
+    assert max(n for _, n in record_ops(a.delta_weight, layer=1, task=2, matrix=0)) == 64 * 48

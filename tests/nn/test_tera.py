@@ -8,7 +8,7 @@ import string
 
 import pytest
 import torch
-from nn_helpers import tiny_bert
+from nn_helpers import record_ops, tiny_bert
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -292,3 +292,13 @@ def test_owner_errors():
         wrap(nn.Sequential(nn.Linear(12, 10)), TeRAConfig(target_modules=["0"], rank=[2, 2, 2]))
     net = wrap(nn.Sequential(nn.Linear(12, 10)), TeRAConfig(target_modules=["0"], splits={12: [2, 6], 10: [10]}))
     assert get_adapters(net)[0].in_modes == (2, 6) and get_adapters(net)[0].out_modes == (10,)
+
+
+def test_factored_path_never_forms_the_dense_update():
+    owner = TeRAAdapter(64, 48, 2, [8, 8], [6, 8], dtype=F64)
+    randomize_lambdas(owner)
+    x = torch.randn(3, 64, dtype=F64)
+    assert owner.path(3) == "factored"  # 3 rows: contracting with the input is cheaper
+    assert max(n for _, n in record_ops(owner, x, slot=1)) < 64 * 48
+    owner.forward_mode = "dense"
+    assert max(n for _, n in record_ops(owner, x, slot=1)) >= 64 * 48  # the check can fail

@@ -193,14 +193,18 @@ def test_zero_update_at_init_for_presets():
         ("metatt-5d", {"heads": 2}),
         ("lotr", {}),
         ("metatt-4d", {"init": "llama"}),
+        ("metatt-4+1d", {"mode_sizes": {"task": 3}}),
     ]:
         base = tiny_bert()
         plain = copy.deepcopy(base)
         model = wrap(base, MetaTTConfig(target_modules=["query", "key", "value"], preset=preset, rank=4, **extra))
-        assert torch.equal(model(IDS).last_hidden_state, plain(IDS).last_hidden_state)
+        tasks = {"task": 3} if "mode_sizes" in extra else {}
+        with adapter_context(model, **{k: torch.tensor([0, 2, 1, 2]) for k in tasks}):
+            assert torch.equal(model(IDS).last_hidden_state, plain(IDS).last_hidden_state)
         owner = get_adapters(model)[0]
         for layer in adapted_modules(model).values():
-            assert torch.count_nonzero(owner.delta_weight(**layer.key)) == 0
+            for task in range(tasks.get("task", 1)):
+                assert torch.count_nonzero(owner.delta_weight(**layer.key, **{k: task for k in tasks})) == 0
 
 
 def test_paper_counts_through_wrap():

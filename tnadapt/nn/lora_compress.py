@@ -53,7 +53,7 @@ from torch import nn
 
 from ..tt import tt_from_lowrank
 from .config import MetaTTConfig
-from .injection import inject
+from .injection import inject, is_wrapped
 from .metatt import build_metatt
 from .serialization import read_safetensors
 from .targets import match_targets
@@ -282,6 +282,8 @@ def compress_lora(
     Returns the wrapped model (adapters trainable, base frozen, ``alpha = 1``) and the
     :class:`CompressionReport`.
     """
+    if is_wrapped(model):
+        raise ValueError("model: already wrapped by tnadapt; compress_lora needs the plain base model (unwrap it first)")
     several = isinstance(adapters, Sequence) and not isinstance(adapters, (str, bytes))
     sources = list(adapters) if several else [adapters]  # type: ignore[list-item]
     if not sources:
