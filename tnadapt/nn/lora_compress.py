@@ -283,7 +283,9 @@ def compress_lora(
     :class:`CompressionReport`.
     """
     if is_wrapped(model):
-        raise ValueError("model: already wrapped by tnadapt; compress_lora needs the plain base model (unwrap it first)")
+        raise ValueError(
+            "model: already wrapped by tnadapt; compress_lora needs the plain base model (unwrap it first)"
+        )
     several = isinstance(adapters, Sequence) and not isinstance(adapters, (str, bytes))
     sources = list(adapters) if several else [adapters]  # type: ignore[list-item]
     if not sources:
