@@ -397,3 +397,22 @@ def test_gradient_checkpointing_with_per_sample_tasks(reentrant):
         loss = model(IDS).last_hidden_state.square().sum()
     with pytest.raises(ValueError, match="gradient-checkpointing recomputation"):
         loss.backward()
+
+
+def test_regex_matrix_names_drop_the_matched_layer_number():
+    """With layers_pattern on a later path segment, the matrix name replaces *that* number, not an earlier equal one
+    (stages.1.blocks.1.q is block 1 of matrix 'stages.1.blocks.*.q', not 'stages.*.blocks.1.q')."""
+    stages = nn.ModuleList([nn.Module() for _ in range(2)])
+    for stage in stages:
+        stage.blocks = nn.ModuleList([nn.ModuleDict({"q": nn.Linear(4, 4)}) for _ in range(2)])
+    base = nn.Module()
+    base.stages = stages
+    wrap(base, MetaTTConfig(target_modules=r".*\.q", layers_pattern=r"blocks\.(\d+)", rank=2))
+    targets = get_container(base).targets
+    assert get_adapters(base)[0].modes == {"layer": 2, "matrix": 2}
+    assert {n: k for n, (_, k) in targets.items()} == {
+        "stages.0.blocks.0.q": {"layer": 0, "matrix": 0},
+        "stages.0.blocks.1.q": {"layer": 1, "matrix": 0},
+        "stages.1.blocks.0.q": {"layer": 0, "matrix": 1},
+        "stages.1.blocks.1.q": {"layer": 1, "matrix": 1},
+    }

@@ -9,9 +9,9 @@ Matching rules (in the spirit of peft's ``LoraConfig``):
   entry or ends with ``"." + entry`` (``"query"`` matches ``encoder.layer.0.attention.self.query``);
   the entry that matched is the target's *matrix name*.
 * ``target_modules`` as a **string**: a regex that must match the full module name
-  (``re.fullmatch``); the matrix name is the module path with its layer-number segment
-  replaced by ``*`` (``encoder.layer.*.attention.self.query``), or the full path when there
-  is no layer id.  Matched containers of Linears and parameterless modules (activations,
+  (``re.fullmatch``); the matrix name is the module path with the layer number that the
+  layer rule below found replaced by ``*`` (``encoder.layer.*.attention.self.query``), or
+  the full path when there is no layer id.  Matched containers of Linears and parameterless modules (activations,
   dropout) are skipped; a matched module that has parameters but is not an ``nn.Linear``
   (``LayerNorm``, ``Embedding``, GPT-2's ``Conv1D``) is an error rather than silently left
   out.  A list entry that names a module which neither is nor contains an ``nn.Linear`` is
@@ -98,23 +98,32 @@ def _layer_regex(layers_pattern: str | None) -> re.Pattern[str]:
     return re.compile(rf"(?:^|\.){re.escape(layers_pattern)}\.(\d+)(?:\.|$)")
 
 
-def layer_index(name: str, layers_pattern: str | None = None) -> int | None:
-    """Layer id of module ``name`` by ``layers_pattern`` (see module doc), or ``None``."""
+def _find_layer(name: str, layers_pattern: str | None) -> tuple[int, tuple[int, int]] | None:
+    """``(layer id, span of its digits in name)`` by ``layers_pattern``, or ``None``."""
     found = _layer_regex(layers_pattern).search(name)
     if found is None:
         return None
     try:
-        return int(found.group(1))
+        return int(found.group(1)), found.span(1)
     except ValueError:
         raise ValueError(
             f"layers_pattern: the first group must capture an int, got {found.group(1)!r} in {name!r}"
         ) from None
 
 
-def _layerless(name: str, layer: int | None) -> str:
-    """``name`` with its layer-number segment replaced by ``*`` (the first segment equal to ``str(layer)``)."""
+def layer_index(name: str, layers_pattern: str | None = None) -> int | None:
+    """Layer id of module ``name`` by ``layers_pattern`` (see module doc), or ``None``."""
+    found = _find_layer(name, layers_pattern)
+    return None if found is None else found[0]
+
+
+def _layerless(name: str, layer: int | None, span: tuple[int, int] | None = None) -> str:
+    """``name`` with its layer number replaced by ``*``: the digits at ``span`` (where the layer pattern found
+    them), else the first path segment equal to ``str(layer)`` (for a ``layer_index_fn``)."""
     if layer is None:
         return name
+    if span is not None:
+        return name[: span[0]] + "*" + name[span[1] :]
     parts = name.split(".")
     for i, part in enumerate(parts):
         if part == str(layer):
@@ -195,11 +204,16 @@ def match_targets(
                     + ("; narrow the regex or add it to exclude_modules" if regex else "")
                 )
             continue  # a container (or parameterless module) whose name matched; Linears match on their own names
-        layer = layer_index_fn(name) if layer_index_fn is not None else layer_index(name, layers_pattern)
+        span: tuple[int, int] | None = None
+        if layer_index_fn is not None:
+            layer = layer_index_fn(name)
+        else:
+            located = _find_layer(name, layers_pattern)
+            layer, span = (None, None) if located is None else located
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
             raise ValueError(f"layer_index_fn: expected a non-negative int or None for {name!r}, got {layer!r}")
         if isinstance(target_modules, str):
-            matrix = _layerless(name, layer)
+            matrix = _layerless(name, layer, span)
         found.append(TargetInfo(name=name, module=module, layer=layer, matrix=matrix))
     if not found:
         linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
