@@ -157,7 +157,8 @@ def train_one(cfg: Config, method: str, seed: int, base_state, data) -> RunResul
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = None
     if method.startswith("dmrg"):
-        sched = DMRGRankScheduler(opt, adapter, LinearSchedule(cfg.high_rank, cfg.low_rank, at=cfg.sweep_epochs))
+        schedule = LinearSchedule(cfg.high_rank, cfg.low_rank, at=cfg.sweep_epochs)
+        sched = DMRGRankScheduler(opt, adapter, schedule, unit="epoch")
     g = torch.Generator().manual_seed(seed)
     result = RunResult(method, seed)
     for _ in range(cfg.epochs):

@@ -114,11 +114,19 @@ class TinyAdafactor(torch.optim.Optimizer):
 OPTIMIZERS: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
     "AdamW": lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.01),
     "Adam": lambda ps: torch.optim.Adam(ps, lr=1e-2),
+    "Adam-amsgrad": lambda ps: torch.optim.Adam(ps, lr=1e-2, amsgrad=True),
     "SGD-momentum": lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9),
     "Adagrad": lambda ps: torch.optim.Adagrad(ps, lr=1e-2, initial_accumulator_value=0.1),
     "RMSprop": lambda ps: torch.optim.RMSprop(ps, lr=1e-3, momentum=0.5),
+    "NAdam": lambda ps: torch.optim.NAdam(ps, lr=1e-2),
+    "RAdam": lambda ps: torch.optim.RAdam(ps, lr=1e-2),
+    "Adamax": lambda ps: torch.optim.Adamax(ps, lr=1e-2),
+    "ASGD": lambda ps: torch.optim.ASGD(ps, lr=1e-2),
+    "Rprop": lambda ps: torch.optim.Rprop(ps, lr=1e-3),
     "TinyAdafactor": lambda ps: TinyAdafactor(ps, lr=1e-2),
 }
+if hasattr(torch.optim, "Adafactor"):  # torch >= 2.5: factored row/column state
+    OPTIMIZERS["Adafactor"] = lambda ps: torch.optim.Adafactor(ps, lr=1e-2)
 
 
 def dense_tt_svd(tensor: torch.Tensor, ranks: Sequence[int]) -> tuple[list[float], list[torch.Tensor]]:

@@ -83,11 +83,17 @@ def test_checkpoint_errors(tmp_path) -> None:
         load_training_state(tmp_path, opt)
 
 
-def _setup(model: nn.Module):
+SHRINK = {"schedule": LinearSchedule(6, 2, at=[3, 6, 9]), "growth_noise": 0.0}
+# Grows before *and* after the interruption: the resumed run must continue the saved noise generator.
+GROW = {"schedule": {2: 3, 3: [4, 5, 4], 6: [5, 6, 5], 9: 2}, "growth_noise": 0.05, "seed": 7}
+
+
+def _setup(model: nn.Module, plan: dict | None = None):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-2, weight_decay=0.01)
     lr = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0, end_factor=0.2, total_iters=12)
-    sched = DMRGRankScheduler(opt, model, LinearSchedule(6, 2, at=[3, 6, 9]), unit="step", growth_noise=0.0)
+    plan = dict(plan or SHRINK)
+    sched = DMRGRankScheduler(opt, model, plan.pop("schedule"), unit="step", **plan)
     return opt, lr, sched
 
 
@@ -106,31 +112,39 @@ def _run(model, opt, lr, sched, batches, steps) -> tuple[list[float], list[tuple
     return losses, ranks
 
 
-def test_resume_after_truncation_reproduces_the_run_exactly(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("plan", "ranks_at_4", "final", "milestones"),
+    [
+        (SHRINK, (1, 5, 5, 5, 1), (1, 2, 2, 2, 1), [3, 6, 9]),
+        (GROW, (1, 4, 5, 4, 1), (1, 2, 2, 2, 1), [2, 3, 6, 9]),
+    ],
+    ids=["shrink", "grow-with-noise"],
+)
+def test_resume_after_a_rank_change_reproduces_the_run_exactly(tmp_path, plan, ranks_at_4, final, milestones) -> None:
     cfg = MetaTTConfig(target_modules=["q", "v"], rank=6, init="ze-no-no-no", seed=3)
     x, y = regression_data(n=48)
     batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 48, 16)]
 
     model = wrap(Base(), cfg)
-    ref_losses, ref_ranks = _run(model, *_setup(model), batches, range(12))
-    assert ref_ranks[2] == (1, 5, 5, 5, 1) and ref_ranks[-1] == (1, 2, 2, 2, 1)
+    ref_losses, ref_ranks = _run(model, *_setup(model, plan), batches, range(12))
+    assert ref_ranks[3] == ranks_at_4 and ref_ranks[-1] == final
 
     model = wrap(Base(), cfg)
-    opt, lr, sched = _setup(model)
-    losses, ranks = _run(model, opt, lr, sched, batches, range(4))  # interrupted after the first truncation
+    opt, lr, sched = _setup(model, plan)
+    losses, ranks = _run(model, opt, lr, sched, batches, range(4))  # interrupted after a rank change
     save_adapter(model, tmp_path / "adapter")
     save_training_state(tmp_path / "train", opt, scheduler=sched, lr_scheduler=lr)
     del model, opt, lr, sched
 
     resumed = load_adapter(Base(), tmp_path / "adapter", trainable=True)  # 1. adapter with its saved ranks
-    assert get_adapters(resumed)[0].ranks == (1, 5, 5, 5, 1)
-    opt, lr, sched = _setup(resumed)  # 2. optimizer & schedulers over the restored parameters
+    assert get_adapters(resumed)[0].ranks == ranks_at_4
+    opt, lr, sched = _setup(resumed, plan)  # 2. optimizer & schedulers over the restored parameters
     load_training_state(tmp_path / "train", opt, scheduler=sched, lr_scheduler=lr)  # 3. their states
-    assert sched.t == 4 and len(sched.history) == 1
+    assert sched.t == 4 and len(sched.history) == len([t for t in milestones if t <= 4])
     more_losses, more_ranks = _run(resumed, opt, lr, sched, batches, range(4, 12))
     assert ranks + more_ranks == ref_ranks
     assert losses + more_losses == ref_losses  # bit-exact
-    assert [r.t for r in sched.history] == [3, 6, 9]
+    assert [r.t for r in sched.history] == milestones
 
 
 def test_wrong_resume_order_is_reported(tmp_path) -> None:

@@ -294,8 +294,11 @@ class GlobalTTAdapter(nn.Module):
         """Write new cores into the existing Parameters (ranks may change, legs may not).
 
         Each new core is cast to its Parameter's dtype/device and assigned via
-        ``param.data``; ``param.grad`` is reset to ``None``.  Optimisers holding the
-        Parameters must be rebuilt when shapes change.
+        ``param.data``; ``param.grad`` is reset to ``None`` and autograd's cached gradient
+        accumulator (which remembers the old shape while an old graph is alive) is dropped,
+        so the next backward works even if the last step's ``loss`` is still referenced.
+        Optimiser state of reshaped Parameters is stale: reset it
+        (``tnadapt.optim.DMRGRankScheduler`` does) or rebuild the optimiser.
         """
         cores = list(cores)
         if len(cores) != len(self.cores):
@@ -310,7 +313,12 @@ class GlobalTTAdapter(nn.Module):
                 )
         TensorTrain(cores)  # validates chained and boundary ranks
         for param, new in zip(self.cores, cores):
-            param.data = new.detach().to(device=param.device, dtype=param.dtype).clone()
+            value = new.detach().to(device=param.device, dtype=param.dtype).clone()
+            # ``param.data = value`` drops the cached AccumulateGrad node only on a dtype/device
+            # change, not on a shape change: pass through a placeholder of another dtype.
+            other = torch.float32 if param.dtype == torch.float64 else torch.float64
+            param.data = torch.empty(0, dtype=other, device=param.device)
+            param.data = value
             param.grad = None
 
     # ------------------------------------------------------------------ slices

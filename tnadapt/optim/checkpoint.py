@@ -20,7 +20,7 @@ Resume order after a rank change (the shapes in the optimizer state follow the
 >>> a = GlobalTTAdapter(4, 4, {"layer": 2}, ranks=3, init="no-no-no")
 >>> opt = torch.optim.Adam(a.parameters(), lr=0.1)
 >>> a(torch.randn(2, 4), layer=0).sum().backward(); opt.step()
->>> sched = DMRGRankScheduler(opt, a, {5: 2})
+>>> sched = DMRGRankScheduler(opt, a, {5: 2}, unit="step")
 >>> with tempfile.TemporaryDirectory() as d:
 ...     save_training_state(d, opt, scheduler=sched)
 ...     opt2 = torch.optim.Adam(a.parameters(), lr=0.5)

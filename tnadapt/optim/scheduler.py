@@ -160,8 +160,9 @@ class DMRGRankScheduler:
         A :class:`~tnadapt.optim.RankSchedule`, a dict ``{t: rank}`` (rank: int, per-bond
         list or :class:`~tnadapt.optim.SweepTarget`), or a callable ``t -> SweepTarget | None``.
     unit:
-        ``"epoch"`` (call :meth:`step` after each epoch) or ``"step"`` (after each
-        ``optimizer.step()``); the schedule's ``t`` counts completed units.
+        Required: ``"epoch"`` (call :meth:`step` after each epoch) or ``"step"`` (after each
+        ``optimizer.step()``, not after each micro-batch of gradient accumulation); the
+        schedule's ``t`` counts completed units.
     canonicalize:
         Passed to :func:`~tnadapt.tt.dmrg_sweep`: ``True`` (default) gives optimal per-bond
         truncation with exact error reports; ``False`` runs Algorithm 1 literally.
@@ -190,7 +191,7 @@ class DMRGRankScheduler:
         adapters: TTAdapterLike | Sequence[TTAdapterLike] | nn.Module,
         schedule: ScheduleLike,
         *,
-        unit: str = "epoch",
+        unit: str,
         canonicalize: bool = True,
         growth_noise: float = 1e-3,
         seed: int = 0,
@@ -229,6 +230,26 @@ class DMRGRankScheduler:
         self.t = 0
         self.history: list[SweepRecord] = []
         self._callbacks: list[Callable[[SweepRecord], None]] = []
+        self._check_schedule_fits()
+
+    def _check_schedule_fits(self) -> None:
+        """Per-bond lists of a schedule with known milestones must match every adapter's bond count.
+
+        Caught here rather than at the milestone, possibly hours into training.
+        """
+        for t in self.schedule.milestones:
+            target = self.schedule(t)
+            if target is None:
+                continue
+            for name, adapter in zip(self.adapter_names, self.adapters):
+                bonds = len(adapter.ranks) - 2
+                for key in ("ranks", "max_rank"):
+                    spec = getattr(target, key)
+                    if isinstance(spec, tuple) and len(spec) != bonds:
+                        raise ValueError(
+                            f"schedule: the target at {self.unit} {t} gives {len(spec)} per-bond {key} "
+                            f"{list(spec)}, but {name} has {bonds} bonds (ranks {tuple(adapter.ranks)})"
+                        )
 
     # ------------------------------------------------------------------ public API
     @property
@@ -246,7 +267,7 @@ class DMRGRankScheduler:
         >>> import torch
         >>> from tnadapt.nn import GlobalTTAdapter
         >>> a = GlobalTTAdapter(4, 4, {"layer": 2}, ranks=3, init="no-no-no")
-        >>> s = DMRGRankScheduler(torch.optim.SGD(a.parameters(), lr=0.1), a, {1: 2})
+        >>> s = DMRGRankScheduler(torch.optim.SGD(a.parameters(), lr=0.1), a, {1: 2}, unit="epoch")
         >>> seen = []
         >>> remove = s.add_callback(lambda r: seen.append(r.ranks_after))
         >>> _ = s.step(); seen
@@ -267,7 +288,8 @@ class DMRGRankScheduler:
         """Mark one more completed unit (or jump the counter to ``t``); sweep if scheduled.
 
         Returns the records of this call's sweep (one per adapter), or ``[]``.  Milestones
-        skipped over by a jump are not applied.
+        skipped over by a jump are not applied.  The counter advances even if the sweep then
+        fails (the unit did complete); retry with ``sweep(schedule(t))`` after fixing the cause.
         """
         if t is None:
             self.t += 1

@@ -117,6 +117,12 @@ class SweepTarget:
         object.__setattr__(self, "cutoff", _tolerance("cutoff", self.cutoff))
         if isinstance(self.min_rank, bool) or not isinstance(self.min_rank, int) or self.min_rank < 1:
             raise ValueError(f"min_rank: expected an int >= 1, got {self.min_rank!r}")
+        if self.ranks is not None and self.min_rank != 1:
+            raise ValueError(f"min_rank: only a tolerance target (eps/cutoff) uses it, got min_rank={self.min_rank}")
+        if self.max_rank is not None:
+            caps = self.max_rank if isinstance(self.max_rank, tuple) else (self.max_rank,)
+            if self.min_rank > min(caps):
+                raise ValueError(f"min_rank: expected <= max_rank {self.max_rank!r}, got {self.min_rank}")
 
     @property
     def is_tolerance(self) -> bool:
@@ -129,7 +135,9 @@ class SweepTarget:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SweepTarget:
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+        """Inverse of :meth:`to_dict`."""
+        fields: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        return cls(**fields)
 
 
 def round_half_up(value: float) -> int:

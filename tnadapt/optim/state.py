@@ -17,6 +17,12 @@ Optimizers fall in two groups:
   accept the group's keys are skipped (the state stays empty, i.e. lazily re-created),
   and ``state_init`` overrides the whole re-initialisation.
 
+``torch.optim.LBFGS`` is the exception to per-parameter state: its curvature history is
+made of flat vectors over *all* its parameters (kept under the first parameter's key)
+and it caches their total size, so a shape change invalidates it as a whole.
+:func:`reset_state` drops that history and the cached size (the next ``step`` starts a
+fresh history, like the first one) — the only case where other parameters' state goes.
+
 >>> import torch
 >>> a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
 >>> opt = torch.optim.Adagrad([a, b], initial_accumulator_value=0.5)
@@ -141,6 +147,13 @@ def release_grad_accumulator(param: torch.Tensor) -> None:
         param.data = data
 
 
+def _reset_lbfgs(optimizer: torch.optim.LBFGS) -> None:
+    """Drop LBFGS's flat, all-parameter history and its cached parameter count (see module doc)."""
+    first = optimizer.param_groups[0]["params"][0]
+    optimizer.state.pop(first, None)
+    optimizer._numel_cache = None  # type: ignore[attr-defined]
+
+
 def reset_state(
     optimizer: torch.optim.Optimizer,
     params: Sequence[nn.Parameter],
@@ -149,11 +162,15 @@ def reset_state(
 ) -> None:
     """Drop ``optimizer``'s state for ``params`` (and only them), then re-initialise eager optimizers.
 
+    Exception: ``torch.optim.LBFGS`` loses its whole (all-parameter) history, see the module doc.
+
     ``state_init(optimizer, param)``, if given, is called instead of the automatic
     re-initialisation for every parameter after its entry is dropped.
     """
     for p in params:
         optimizer.state.pop(p, None)
+    if isinstance(optimizer, torch.optim.LBFGS) and params:
+        _reset_lbfgs(optimizer)
     for p in params:
         if state_init is not None:
             state_init(optimizer, p)
