@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from tnadapt.nn import MetaTTConfig, get_adapters, wrap  # noqa: E402
 from tnadapt.optim.hf import DMRGRankCallback  # noqa: E402
 
 
-def _model_and_data(n: int = 16):
+def _model_and_data(n: int = 16, rank: int = 6):
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=40,
@@ -23,7 +25,7 @@ def _model_and_data(n: int = 16):
         num_labels=2,
     )
     model = transformers.BertForSequenceClassification(config)
-    model = wrap(model, MetaTTConfig(target_modules=["query", "value"], rank=6, init="ze-no-no-no", seed=0))
+    model = wrap(model, MetaTTConfig(target_modules=["query", "value"], rank=rank, init="ze-no-no-no", seed=0))
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(1, 40, (n, 8), generator=g)
     labels = (ids[:, 0] > 20).long()
@@ -33,20 +35,21 @@ def _model_and_data(n: int = 16):
     return model, data
 
 
-def _trainer(model, data, callback, tmp_path, epochs: int):
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=4,
-        learning_rate=1e-2,
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        dataloader_num_workers=0,
-        seed=0,
-    )
+def _trainer(model, data, callback, tmp_path, epochs: int, **overrides):
+    settings = {
+        "output_dir": str(tmp_path),
+        "num_train_epochs": epochs,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1e-2,
+        "report_to": [],
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "use_cpu": True,
+        "dataloader_num_workers": 0,
+        "seed": 0,
+    }
+    args = transformers.TrainingArguments(**{**settings, **overrides})
     return transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback])
 
 
@@ -75,6 +78,58 @@ def test_step_unit_inside_trainer(tmp_path) -> None:
     assert get_adapters(model)[0].ranks == (1, 2, 2, 2, 1)
 
 
+def test_resume_mid_epoch_still_applies_that_epochs_sweep(tmp_path) -> None:
+    """Stock ``resume_from_checkpoint`` at epoch 1.5 (after the epoch-1 sweep): same ranks and losses as one run."""
+    schedule = {1: 4, 2: 3}
+    logged = {"logging_strategy": "steps", "logging_steps": 1}
+    model, data = _model_and_data()
+    ref = _trainer(
+        model,
+        data,
+        DMRGRankCallback(schedule, unit="epoch"),
+        tmp_path / "ref",
+        3,
+        save_strategy="steps",
+        save_steps=6,
+        **logged,
+    )
+    ref.train()
+    ref_losses = [h["loss"] for h in ref.state.log_history if "loss" in h]
+    assert get_adapters(model)[0].ranks == (1, 3, 3, 3, 1) and len(ref_losses) == 12
+    # Rebuild the model at the checkpoint's ranks (4 after epoch 1), then let the Trainer restore everything else.
+    model, data = _model_and_data(rank=4)
+    cb = DMRGRankCallback(schedule, unit="epoch")
+    resumed = _trainer(model, data, cb, tmp_path / "resumed", 3, **logged)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "ref" / "checkpoint-6"))
+    assert [(r.t, r.ranks_after) for r in cb.history] == [(2, (1, 3, 3, 3, 1))]
+    assert get_adapters(model)[0].ranks == (1, 3, 3, 3, 1)
+    assert [h["loss"] for h in resumed.state.log_history if "loss" in h] == ref_losses
+
+
+@pytest.mark.parametrize(
+    ("unit", "epoch", "global_step", "expected"), [("epoch", 1.5, 6, 1), ("epoch", 2.0, 8, 2), ("step", 1.5, 6, 6)]
+)
+def test_resumed_counter_counts_completed_units(unit: str, epoch: float, global_step: int, expected: int) -> None:
+    model, _ = _model_and_data()
+    params = [p for p in model.parameters() if p.requires_grad]
+    cb = DMRGRankCallback({20: 2}, unit=unit)
+    state = transformers.TrainerState(epoch=epoch, global_step=global_step)
+    args = transformers.TrainingArguments(output_dir="unused", use_cpu=True, report_to=[])
+    cb.on_train_begin(args, state, transformers.TrainerControl(), model=model, optimizer=torch.optim.AdamW(params))
+    assert cb.scheduler.t == expected
+
+
+def test_multi_process_trainer_is_refused() -> None:
+    model, _ = _model_and_data()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    cb = DMRGRankCallback({1: 2}, unit="epoch")
+    with pytest.raises(RuntimeError, match="rewrap_ddp"):
+        cb.on_train_begin(SimpleNamespace(world_size=2), transformers.TrainerState(), None, model=model, optimizer=opt)
+    assert cb.scheduler is None
+
+
 def test_bad_unit() -> None:
     with pytest.raises(ValueError, match="unit"):
         DMRGRankCallback({1: 2}, unit="batch")
+    with pytest.raises(TypeError, match="unit"):
+        DMRGRankCallback({1: 2})  # type: ignore[call-arg]

@@ -14,6 +14,11 @@ kwargs) and drives it from the Trainer's own counters:
 * ``unit="epoch"`` — at ``on_epoch_end`` with ``t = round(state.epoch)``, i.e. *before*
   the end-of-epoch evaluation, as in the paper.
 
+On a resumed run (``trainer.train(resume_from_checkpoint=...)``) the counter starts at
+the Trainer's restored progress in *completed* units (``global_step``, or
+``floor(state.epoch)`` for a checkpoint written mid-epoch), so the next milestone is still
+applied.
+
 The Trainer's LR scheduler is untouched.  Limits: a multi-process Trainer (DDP) cannot
 be re-wrapped from a callback, so the callback refuses to run with ``world_size > 1``
 (use a plain loop with :func:`tnadapt.optim.rewrap_ddp`); resuming a Trainer checkpoint
@@ -28,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,7 +57,7 @@ class DMRGRankCallback(TrainerCallback):
     adapters:
         The TT adapters; default: every TT adapter found in the Trainer's model.
     unit:
-        ``"epoch"`` or ``"step"``.
+        Required: ``"epoch"`` or ``"step"`` (optimizer steps, i.e. ``state.global_step``).
     **scheduler_kwargs:
         Passed to :class:`~tnadapt.optim.DMRGRankScheduler` (``growth_noise``, ``seed``, ...).
     """
@@ -61,7 +67,7 @@ class DMRGRankCallback(TrainerCallback):
         schedule: ScheduleLike,
         *,
         adapters: TTAdapterLike | Sequence[TTAdapterLike] | nn.Module | None = None,
-        unit: str = "epoch",
+        unit: str,
         **scheduler_kwargs: Any,
     ) -> None:
         if unit not in ("epoch", "step"):
@@ -95,8 +101,10 @@ class DMRGRankCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
         sched = self._ensure(args, model, optimizer)
-        # Resuming a Trainer run: continue counting from where the Trainer is (no sweep now).
-        t = state.global_step if self.unit == "step" else round(state.epoch or 0)
+        # Resuming a Trainer run: continue counting from the completed units (no sweep now).  A
+        # checkpoint written mid-epoch has a fractional ``state.epoch``: the epoch in progress
+        # has not completed, so floor it (rounding up would skip that epoch's milestone).
+        t = state.global_step if self.unit == "step" else math.floor((state.epoch or 0) + 1e-6)
         if t > sched.t:
             sched.t = t
 
