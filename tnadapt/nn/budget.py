@@ -28,11 +28,12 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from torch import nn
 
 from .config import MetaTTConfig
-from .metatt import build_metatt
+from .metatt import GlobalTTAdapter, build_metatt
 from .targets import match_targets
 
 __all__ = ["BudgetResult", "budget", "budget_for_legs", "metatt_num_parameters"]
@@ -144,5 +145,5 @@ def budget(model: nn.Module, config: MetaTTConfig, target: int, *, max_rank: int
         layer_index_fn=config.layer_index_fn,
     )
     probe = dataclasses.replace(config, rank=1, init="zeros")
-    legs = [tuple(group.owner.shape) for group in build_metatt(probe, targets).values()]
+    legs = [tuple(cast(GlobalTTAdapter, group.owner).shape) for group in build_metatt(probe, targets).values()]
     return budget_for_legs(legs, target, max_rank=max_rank)

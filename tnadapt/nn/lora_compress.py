@@ -46,7 +46,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import torch
 from torch import nn
@@ -54,7 +54,7 @@ from torch import nn
 from ..tt import tt_from_lowrank
 from .config import MetaTTConfig
 from .injection import inject, is_wrapped
-from .metatt import build_metatt
+from .metatt import GlobalTTAdapter, build_metatt
 from .serialization import read_safetensors
 from .targets import match_targets
 
@@ -287,7 +287,7 @@ def compress_lora(
             "model: already wrapped by tnadapt; compress_lora needs the plain base model (unwrap it first)"
         )
     several = isinstance(adapters, Sequence) and not isinstance(adapters, (str, bytes))
-    sources = list(adapters) if several else [adapters]  # type: ignore[list-item]
+    sources = list(cast(Sequence[LoraSource], adapters)) if several else [cast(LoraSource, adapters)]
     if not sources:
         raise ValueError("adapters: expected at least one LoRA adapter")
     tasks = [read_lora(s, allow_extra=allow_extra) for s in sources]
@@ -329,9 +329,9 @@ def compress_lora(
     ranks: dict[str, tuple[int, ...]] = {}
     all_modes: dict[str, dict[str, int]] = {}
     for gname, group in groups.items():
-        owner = group.owner
+        owner = cast(GlobalTTAdapter, group.owner)
         index_shape = tuple(owner.modes.values())
-        pairs: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        pairs: dict[int | tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         where: list[tuple[str, int, tuple[int, ...], int]] = []
         for name, key in group.keys.items():
             for t, task in enumerate(tasks):
@@ -365,7 +365,7 @@ def compress_lora(
     report = CompressionReport(
         slices=slices,
         lora_parameters=sum(s.lora_parameters for s in slices),
-        metatt_parameters=sum(int(g.owner.num_parameters()) for g in groups.values()),
+        metatt_parameters=sum(cast(GlobalTTAdapter, g.owner).num_parameters() for g in groups.values()),
         ranks=ranks,
         modes=all_modes,
     )

@@ -93,11 +93,11 @@ def atomic_write_files(directory: str | os.PathLike[str], files: Mapping[str, by
             os.close(fd)
             temps[name] = Path(tmp)
             _write_synced(temps[name], data)
-        for name, tmp in temps.items():
-            os.replace(tmp, target / name)
+        for name, path in temps.items():
+            os.replace(path, target / name)
     except BaseException:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
+        for path in temps.values():
+            path.unlink(missing_ok=True)
         raise
     return target
 

@@ -35,7 +35,7 @@ import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -107,6 +107,8 @@ class TeRAAdapter(nn.Module):
     forward_mode:
         ``"auto"``, ``"factored"`` or ``"dense"``.
     """
+
+    core: torch.Tensor  # registered buffer (frozen, shared): the Tucker core G
 
     def __init__(
         self,
@@ -282,7 +284,7 @@ class TeRAAdapter(nn.Module):
 
     def slot_factors(self, slot: int) -> list[torch.Tensor]:
         """``F_n = U_n diag(λ_n)`` (bond) or ``diag(λ_n) U_n`` (physical) for one slot, ``(I_n, R_n)`` each."""
-        lambdas = list(self.lambdas._parameters.values())  # fast ParameterList access
+        lambdas = cast(list[torch.Tensor], list(self.lambdas._parameters.values()))  # fast ParameterList access
         out = []
         for u, lam in zip(self.factors(), lambdas):
             vec = lam[slot].to(u.dtype)
