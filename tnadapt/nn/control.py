@@ -121,7 +121,13 @@ def merge(model: nn.Module, **indices: int) -> None:
 
 
 def unmerge(model: nn.Module) -> None:
-    """Subtract what :func:`merge` added (recomputed from the current cores; exact up to rounding)."""
+    """Subtract what :func:`merge` added (recomputed from the current cores; exact up to rounding).
+
+    Because ``ΔW`` is recomputed, the adapter must not change while merged (no ``set_cores``,
+    rank-scheduler step, optimiser step or in-place edit between :func:`merge` and
+    :func:`unmerge`), or the base weights are not restored.  The merged forward gives the
+    cores no gradient, but an optimiser with momentum may still move them.
+    """
     container = get_container(model)
     if container.merged is None:
         raise ValueError("model: not merged; nothing to unmerge")
