@@ -37,6 +37,21 @@ def scaled(fraction: float) -> settings:
     return settings(max_examples=max(5, int(settings().max_examples * fraction)))
 
 
+#: Extreme norms per real dtype: ``||x||²`` out of range (float32: 1e±60), or near the ends of float64's
+#: exponent range (1e±300) where any unscaled square or product of two norms over- or underflows.
+EXTREME_SCALES: dict[torch.dtype, tuple[float, ...]] = {
+    torch.float32: (1e-30, 1e30),
+    torch.float64: (1e-30, 1e30, 1e-150, 1e150, 1e-300, 1e300),
+}
+
+
+def extreme_scales(dtype: torch.dtype) -> SearchStrategy[float]:
+    """A strategy over :data:`EXTREME_SCALES` for ``dtype`` (complex dtypes use their real counterpart's)."""
+    from hypothesis import strategies as st
+
+    return st.sampled_from(EXTREME_SCALES[dtype.to_real() if dtype.is_complex else dtype])
+
+
 def wide(dtype: torch.dtype) -> torch.dtype:
     """float64 / complex128 counterpart of ``dtype``."""
     return torch.complex128 if dtype.is_complex else torch.float64

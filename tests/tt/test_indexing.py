@@ -100,15 +100,22 @@ def assert_same(a: TensorTrain | torch.Tensor, b: TensorTrain | torch.Tensor) ->
 @given(trains(), st.integers(0, 2**32 - 1), st.integers(0, 6))
 def test_gather_agrees_with_dense(x: TensorTrain, seed: int, batch: int) -> None:
     g = generator(seed)
-    idx = torch.stack([torch.randint(n, (batch,), generator=g) for n in x.shape], dim=1)
+    # Negative entries count from the end, as in x[i, j, ...] and dense indexing.
+    idx = torch.stack([torch.randint(-n, n, (batch,), generator=g) for n in x.shape], dim=1)
     got = gather(x, idx)
     assert got.shape == (batch,) and got.dtype == x.dtype
     expected = reference(x)[tuple(idx.T)]
     scale = float(torch.linalg.vector_norm(reference(x)))
     assert_dense_close(got, expected, rtol=0.0, atol=rtol(x) * scale)
     assert torch.equal(x.gather(idx), got)
-    # Python lists are accepted as well.
+    # Python lists and int32 indices are accepted as well.
     assert torch.equal(gather(x, idx.tolist()) if batch else got, got)
+    assert torch.equal(gather(x, idx.to(torch.int32)), got)
+    # Each gathered entry is the fully indexed train.
+    for b in range(batch):
+        entry = x[tuple(int(i) for i in idx[b])]
+        assert isinstance(entry, torch.Tensor)
+        assert abs(complex(entry) - complex(got[b])) <= rtol(x) * scale
 
 
 def test_fully_indexed_train_is_a_zero_dim_tensor_that_matches_full() -> None:

@@ -196,3 +196,22 @@ def test_bad_criteria_are_named():
     bad = [(torch.full((4, 1), float("nan"), dtype=F64), torch.ones(3, 1, dtype=F64))] * 2
     with pytest.raises(ValueError, match="finite"):
         tt_from_lowrank(bad, (2,))
+
+
+@pytest.mark.parametrize("factor", [1e-12, 1e12])
+@pytest.mark.parametrize("criteria", [{"max_rank": 2}, {"eps": 0.3}, {"cutoff": 0.05}])
+def test_tiny_and_huge_float32_factors(factor, criteria):
+    # Slices A B^T of size ~1e-24 / 1e24: representable in float32, but their squares are not.
+    # Regression: unscaled norms reported error 0 (tiny; eps then truncated nothing) or NaN (huge).
+    index_shape = (4, 2)
+    slices = random_slices(8, 9, 7, index_shape, [3], dtype=torch.float32)
+    base = tt_from_lowrank(slices, index_shape, **criteria)
+    big = tt_from_lowrank([(a * factor, b * factor) for a, b in slices], index_shape, **criteria)
+    assert big.tt.ranks == base.tt.ranks
+    assert float(base.relative_error) > 1e-2
+    assert float(big.relative_error) == pytest.approx(float(base.relative_error), rel=1e-4)
+    assert torch.allclose(big.slice_errors / factor**2, base.slice_errors, rtol=1e-4)
+    assert torch.allclose(big.slice_norms / factor**2, base.slice_norms, rtol=1e-4)
+    ref = dense_stack([(a * factor, b * factor) for a, b in slices], 9, 7, index_shape)
+    measured = float((testing.dense(big.tt).to(F64) - ref).norm())
+    assert float(big.error) == pytest.approx(measured, rel=1e-4)

@@ -6,7 +6,7 @@ import functools
 
 import pytest
 import torch
-from _helpers import as_float, generator, reference, rtol, trains, wide
+from _helpers import as_float, extreme_scales, generator, reference, rtol, trains, wide
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -99,12 +99,14 @@ def test_norm_agrees_with_dense(x: TensorTrain) -> None:
     assert abs(as_float(x.norm()) - expected) <= rtol(x) * expected
 
 
-@given(trains(dtypes=testing.REAL_DTYPES + testing.COMPLEX_DTYPES), st.sampled_from([1e-30, 1e30]))
-def test_norm_neither_underflows_nor_overflows(x: TensorTrain, factor: float) -> None:
-    # ||x||^2 is 1e+-60: out of float32 range, so squaring (dot(x, x)) would fail.
+@given(trains(dtypes=testing.REAL_DTYPES + testing.COMPLEX_DTYPES, canonical=st.booleans()), st.data())
+def test_norm_neither_underflows_nor_overflows(x: TensorTrain, data: st.DataObject) -> None:
+    # ||x||^2 is 1e+-60 (out of float32's range) or 1e+-600 (out of float64's): squaring (dot(x, x)) would fail.
+    factor = data.draw(extreme_scales(x.dtype), label="factor")
     expected = float(torch.linalg.vector_norm(reference(x))) * factor
-    got = as_float((x * factor).norm())
-    assert abs(got - expected) <= rtol(x) * expected
+    for y in (x * factor, TensorTrain([c * factor ** (1 / x.order) for c in x.cores])):  # one core or all scaled
+        got = as_float(y.norm())
+        assert abs(got - expected) <= rtol(x) * expected
 
 
 @given(trains())

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from _helpers import as_float, dense_tt_svd_tails, reference, rtol, trains
+from _helpers import as_float, dense_tt_svd_tails, extreme_scales, reference, rtol, scaled, trains
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +17,7 @@ from tnadapt.testing import (
     assert_right_orthonormal,
     assert_tt_close,
     best_truncation_errors,
+    tt_with_spectra,
 )
 from tnadapt.tt import SweepReport, TensorTrain, dmrg_sweep, merge, replace_two_site, round_tt, split
 
@@ -200,3 +201,73 @@ def test_sweep_of_zero_tensor(dtype: torch.dtype) -> None:
         rep = dmrg_sweep(z, **kwargs)
         assert rep.tt.ranks == (1, 1, 1, 1)
         assert float(rep.error) == 0.0 and bool((rep.tt.full() == 0).all())
+
+
+@st.composite
+def tolerances(draw: st.DrawFn, x: TensorTrain) -> dict[str, float]:
+    """``eps`` and/or ``cutoff`` (at least one).
+
+    No ``min_rank``: the sweep's ``tSVD(M; r)`` may grow a bond past its current rank to honour
+    it (zero singular values), which rounding cannot.
+    """
+    single = x.dtype in (torch.float32, torch.complex64)
+    kwargs: dict[str, float] = {}
+    choice = draw(st.sampled_from(["eps", "cutoff", "both"]))
+    if choice in ("eps", "both"):
+        kwargs["eps"] = draw(st.sampled_from([0.3, 1e-1, 1e-2] if single else [0.3, 1e-2, 1e-6]))
+    if choice in ("cutoff", "both"):
+        kwargs["cutoff"] = draw(st.sampled_from([1e-1, 1e-3] if single else [1e-1, 1e-4, 1e-10]))
+    return kwargs
+
+
+@given(trains(orders=range(1, 7), canonical=st.booleans()), st.data())
+@scaled(0.7)
+def test_canonical_sweep_with_tolerances_is_a_rounding(x: TensorTrain, data: st.DataObject) -> None:
+    kwargs = data.draw(tolerances(x), label="criteria")
+    rep = dmrg_sweep(x, **kwargs)  # type: ignore[arg-type]
+    ref = round_tt(TensorTrain(x.cores), **kwargs)  # type: ignore[arg-type]
+    err = check_sweep(x, rep)
+    nx = dense_norm(x)
+    # Same spectra at every bond, same rank decisions, same tensor.
+    assert rep.tt.ranks == ref.tt.ranks
+    assert_tt_close(rep.tt, ref.tt, rtol=max(10 * rtol(x), 1e-6))
+    gap = (rep.passes[0].to(torch.float64) - ref.discarded.to(torch.float64)).abs()
+    assert gap.numel() == 0 or float(gap.max()) <= rtol(x) * nx
+    assert abs(as_float(rep.error) - err) <= rtol(x) * nx
+    if "eps" in kwargs:
+        assert err <= float(kwargs["eps"]) * nx + rtol(x) * nx
+    if "cutoff" in kwargs:  # per-bond relative discarded weight of the bond's own spectrum
+        for k, s in enumerate(rep.pass_spectra[0]):
+            total = float(torch.linalg.vector_norm(s.to(torch.float64))) ** 2
+            assert as_float(rep.passes[0][k]) ** 2 <= float(kwargs["cutoff"]) * total * (1 + 1e-6) + 1e-300
+
+
+@given(trains(orders=range(2, 6)), st.data())
+@scaled(0.5)
+def test_sweep_tiny_and_huge_norms(x: TensorTrain, data: st.DataObject) -> None:
+    factor = data.draw(extreme_scales(x.dtype), label="factor")
+    for canonicalize in (True, False):
+        base = dmrg_sweep(x, eps=1e-2, canonicalize=canonicalize)
+        big = dmrg_sweep(x * factor, eps=1e-2, canonicalize=canonicalize)
+        assert big.tt.ranks == base.tt.ranks
+        assert math.isfinite(as_float(big.reference_norm)) and as_float(big.reference_norm) > 0
+        assert abs(as_float(big.relative_error) - as_float(base.relative_error)) <= 10 * rtol(x)
+        assert_tt_close(big.tt * (1 / factor), base.tt, rtol=10 * rtol(x))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "factor"),
+    [(torch.float32, 1e-30), (torch.float32, 1e30), (torch.float64, 1e-300), (torch.float64, 1e300)],
+)
+@pytest.mark.parametrize("canonicalize", [True, False])
+def test_sweep_report_neither_underflows_nor_overflows(dtype: torch.dtype, factor: float, canonicalize: bool) -> None:
+    # Regression: the per-pass norms were combined as sqrt(p0² + p1²) in the working precision,
+    # so a discarded norm of 1e-32 (float32) reported 0 and one of 1e28 reported inf.
+    x = tt_with_spectra([[1.0, 0.1], [1.0, 0.2]], generator=torch.Generator().manual_seed(0), dtype=dtype)
+    base = dmrg_sweep(x, max_rank=1, canonicalize=canonicalize)
+    big = dmrg_sweep(x * factor, max_rank=1, canonicalize=canonicalize)
+    assert as_float(base.relative_error) > 0.1
+    for k in range(x.order - 1):
+        assert math.isclose(as_float(big.discarded[k]) / factor, as_float(base.discarded[k]), rel_tol=10 * rtol(x))
+    assert math.isclose(as_float(big.error) / factor, as_float(base.error), rel_tol=10 * rtol(x))
+    assert math.isclose(as_float(big.relative_error), as_float(base.relative_error), rel_tol=10 * rtol(x))

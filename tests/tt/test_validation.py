@@ -16,12 +16,16 @@ from tnadapt.tt import (
     gather,
     hadamard,
     init_core,
+    linalg,
     make_cores,
     merge,
     orthogonalize,
+    pad_ranks,
     replace_two_site,
     round_tt,
     split,
+    truncated_svd,
+    tt_from_lowrank,
     tt_svd,
 )
 
@@ -84,6 +88,31 @@ CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
         r"shape: expected a non-empty sequence of positive",
     ),
     ("bad init", lambda: init_core(1, 2, 1, "uniform"), ValueError, r"kind: expected one of"),
+    (
+        "init position",
+        lambda: init_core(1, 2, 1, "zeros", position="middle"),  # type: ignore[arg-type]
+        ValueError,
+        r"position: expected one of \('first', 'last', 'interior', 'only'\), got 'middle'",
+    ),
+    (
+        "identity first",
+        lambda: init_core(2, 3, 4, "identity", position="first"),
+        ValueError,
+        r"position: a 'first' core needs boundary rank 1 .* got shape \(2, 3, 4\)",
+    ),
+    (
+        "identity last",
+        lambda: init_core(2, 3, 4, "identity", position="last"),
+        ValueError,
+        r"position: a 'last' core needs boundary rank 1",
+    ),
+    ("identity only", lambda: init_core(1, 3, 2, "identity", position="only"), ValueError, r"position: a 'only' core"),
+    (
+        "float ranks",
+        lambda: TensorTrain.random((3, 4, 5), [2, 2.5]),  # type: ignore[list-item]
+        TypeError,
+        r"ranks: expected an int or a list of 2 ints, got \[2, 2.5\]",
+    ),
     ("init count", lambda: make_cores((2, 2), 1, ["zeros"]), ValueError, r"kind: expected one init per core \(2\)"),
     # full() guard
     (
@@ -100,6 +129,9 @@ CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ("two ellipses", lambda: X[..., 0, ...], IndexError, r"index: at most one '...'"),
     ("empty slice", lambda: X[2:1], IndexError, r"index\[0\]: slice .* selects no entries"),
     ("bool index", lambda: X[True], IndexError, r"index\[0\]: boolean indices are not supported"),
+    ("None index", lambda: X[0, None], IndexError, r"index\[1\]: expected an int, a slice .* got None"),
+    ("str index", lambda: X["a"], IndexError, r"index\[0\]: expected an int, a slice .* got 'a'"),
+    ("dict index", lambda: X[:, :, {1: 2}], IndexError, r"index\[2\]: expected an int, a slice"),
     (
         "gather shape",
         lambda: gather(X, torch.zeros(4, 2, dtype=torch.long)),
@@ -110,6 +142,12 @@ CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     (
         "gather range",
         lambda: gather(X, torch.tensor([[0, 0, 5]])),
+        IndexError,
+        r"indices: entries out of range for shape \(3, 4, 5\)",
+    ),
+    (
+        "gather negative range",
+        lambda: gather(X, torch.tensor([[0, -5, 0]])),
         IndexError,
         r"indices: entries out of range for shape \(3, 4, 5\)",
     ),
@@ -150,6 +188,13 @@ CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ),
     ("centre type", lambda: orthogonalize(X, 1.0), TypeError, r"center: expected an int mode index"),  # type: ignore[arg-type]
     ("core index", lambda: X.is_left_orthonormal(5), IndexError, r"k: mode 5 is out of range"),
+    (
+        "orthogonalize nan",
+        lambda: orthogonalize(_with_nan(1), 0),
+        ValueError,
+        r"tt: expected finite values, but core\(s\) \[1\] contain NaN or Inf",
+    ),
+    ("method nan", lambda: _with_nan(2).left_orthogonalize(), ValueError, r"tt: expected finite values"),
     # rounding / decompositions / sweeps
     (
         "round nan",
@@ -169,7 +214,31 @@ CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
         ValueError,
         r"tt: expected finite values, but core\(s\) \[2\]",
     ),
-    ("tt_svd nan", lambda: tt_svd(torch.tensor([[1.0, float("nan")]])), ValueError, r"tensor: expected finite values"),
+    (
+        "tt_svd nan",
+        lambda: tt_svd(torch.tensor([[1.0, float("nan")]])),
+        ValueError,
+        r"tensor: expected finite values, but it contains NaN or Inf",
+    ),
+    (
+        "from_dense inf",
+        lambda: TensorTrain.from_dense(torch.full((2, 2), float("inf"))),
+        ValueError,
+        r"tensor: expected",
+    ),
+    ("pad nan", lambda: pad_ranks(_with_nan(1), 4), ValueError, r"tt: expected finite values, but core\(s\) \[1\]"),
+    (
+        "lowrank nan",
+        lambda: tt_from_lowrank([None, (torch.ones(3, 1), torch.full((2, 1), float("nan")))], (2,)),
+        ValueError,
+        r"factors: expected finite values, but slice\(s\) \[1\]",
+    ),
+    (
+        "svd nan",
+        lambda: linalg.svd(torch.tensor([[float("nan"), 1.0], [0.0, 1.0]], dtype=torch.float64)),
+        ValueError,
+        r"svd: expected a finite matrix, but the \(2, 2\) input contains NaN or Inf",
+    ),
     ("tt_svd type", lambda: tt_svd([[1.0]]), TypeError, r"tensor: expected a torch.Tensor"),  # type: ignore[arg-type]
     (
         "tt_svd int",
@@ -192,6 +261,18 @@ CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
         r"max_rank: expected an int or a list of ints, got bool",
     ),
     ("max_rank str", lambda: round_tt(X, max_rank=2.5), TypeError, r"max_rank: expected an int or a list of 2 ints"),  # type: ignore[arg-type]
+    (
+        "max_rank floats",
+        lambda: round_tt(X, max_rank=[2, 1.5]),  # type: ignore[list-item]
+        TypeError,
+        r"max_rank: expected an int or a list of 2 ints, got \[2, 1.5\]",
+    ),
+    (
+        "max_rank float tensor",
+        lambda: dmrg_sweep(X, max_rank=torch.tensor(2.0)),  # type: ignore[arg-type]
+        TypeError,
+        r"max_rank: expected an int or a list of 2 ints, got tensor\(2.\)",
+    ),
     ("tt_svd max_rank", lambda: tt_svd(X.full(), max_rank=[1]), ValueError, r"max_rank: expected one rank per bond"),
     ("negative eps", lambda: round_tt(X, eps=-1e-3), ValueError, r"eps: expected a finite float >= 0, got -0.001"),
     ("nan eps", lambda: tt_svd(X.full(), eps=float("nan")), ValueError, r"eps: expected a finite float >= 0"),
@@ -208,6 +289,36 @@ CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ),
     ("split 3-D", lambda: split(X.cores[1]), ValueError, r"supercore: expected a 4-D tensor"),
     ("split max_rank", lambda: split(X.merge(0), max_rank=0), ValueError, r"max_rank: expected an int >= 1"),
+    (
+        "split max_rank float",
+        lambda: split(X.merge(0), max_rank=2.5),  # type: ignore[arg-type]
+        TypeError,
+        r"max_rank: expected an int >= 1, got float 2.5",
+    ),
+    ("split min_rank", lambda: split(X.merge(0), min_rank=0), ValueError, r"min_rank: expected an int >= 1, got 0"),
+    ("split abs_tol", lambda: split(X.merge(0), abs_tol=-1.0), ValueError, r"abs_tol: expected a finite float >= 0"),
+    ("split cutoff", lambda: split(X.merge(0), cutoff=float("inf")), ValueError, r"cutoff: expected a finite float"),
+    (
+        "split nan",
+        lambda: split(_with_nan(0).merge(0)),
+        ValueError,
+        r"supercore: expected finite values, but it contains NaN or Inf",
+    ),
+    ("method split nan", lambda: X.split(1, _with_nan(2).merge(1)), ValueError, r"supercore: expected finite values"),
+    (
+        "tsvd 3-D",
+        lambda: truncated_svd(torch.ones(2, 2, 2)),
+        ValueError,
+        r"mat: expected a 2-D tensor, got \(2, 2, 2\)",
+    ),
+    (
+        "tsvd nan",
+        lambda: truncated_svd(torch.tensor([[1.0, float("inf")]])),
+        ValueError,
+        r"mat: expected finite values",
+    ),
+    ("tsvd max_rank", lambda: truncated_svd(torch.eye(2), max_rank=0), ValueError, r"max_rank: expected an int >= 1"),
+    ("tsvd cutoff", lambda: truncated_svd(torch.eye(2), cutoff=-0.1), ValueError, r"cutoff: expected a finite float"),
     ("split eps", lambda: split(X.merge(0), eps=-1.0), ValueError, r"eps: expected a finite float >= 0"),
     (
         "supercore shape",
@@ -261,14 +372,30 @@ def test_invalid_input_raises_a_named_error(
 
 
 def test_validation_happens_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Non-finite input is rejected before a single QR or SVD runs."""
-    from tnadapt.tt import linalg
+    """Non-finite input is rejected before a single QR, SVD or Cholesky runs."""
 
     def forbidden(*args: object, **kwargs: object) -> object:
         raise AssertionError("a factorization ran before validation")
 
-    monkeypatch.setattr(linalg, "svd", forbidden)
-    monkeypatch.setattr(linalg, "qr", forbidden)
-    for call in (lambda: round_tt(_with_nan(1)), lambda: dmrg_sweep(_with_nan(0)), lambda: tt_svd(_with_nan(2).full())):
+    for module, names in (
+        (linalg, ("svd", "qr", "tall_qr", "left_svd", "svd_of_product", "cholesky_qr2")),
+        (torch.linalg, ("svd", "svdvals", "qr", "cholesky_ex", "eigh")),
+    ):
+        for name in names:
+            monkeypatch.setattr(module, name, forbidden)
+    calls: list[Callable[[], object]] = [
+        lambda: round_tt(_with_nan(1)),
+        lambda: _with_nan(1).round(eps=0.1),
+        lambda: dmrg_sweep(_with_nan(0)),
+        lambda: dmrg_sweep(_with_nan(2), canonicalize=False),
+        lambda: tt_svd(_with_nan(2).full()),
+        lambda: orthogonalize(_with_nan(2), 0),
+        lambda: split(_with_nan(1).merge(1), max_rank=1),
+        lambda: X.split(0, _with_nan(0).merge(0)),
+        lambda: truncated_svd(_with_nan(0).cores[0][0]),
+        lambda: pad_ranks(_with_nan(0), 3),
+        lambda: tt_from_lowrank([(torch.full((3, 1), float("inf")), torch.ones(2, 1))], (1,)),
+    ]
+    for call in calls:
         with pytest.raises(ValueError, match="NaN or Inf"):
             call()

@@ -10,30 +10,52 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["check_finite", "check_mode", "check_positive_float", "check_rank_spec"]
+__all__ = ["check_finite", "check_int_rank", "check_min_rank", "check_mode", "check_positive_float", "check_rank_spec"]
 
 
-def check_finite(name: str, tensors: Sequence[torch.Tensor]) -> None:
-    """Raise ``ValueError`` if any tensor in ``tensors`` holds NaN or Inf.
+def check_finite(name: str, tensors: torch.Tensor | Sequence[torch.Tensor]) -> None:
+    """Raise ``ValueError`` if ``tensors`` (one tensor, or a list of cores) hold NaN or Inf.
 
     One reduction per tensor and a single host synchronisation for the whole list: the
     fast path checks that each tensor's *sum* is finite (a NaN or Inf entry always makes
     the sum non-finite, and a sum is one cheap pass); only when some sum is not (a real
-    NaN/Inf, or a finite sum that overflowed) does the exact per-entry check run.
+    NaN/Inf, or a finite sum that overflowed) does the exact per-entry check run.  For a
+    list the message names the offending cores by index.
     """
-    if not tensors:
+    single = isinstance(tensors, torch.Tensor)
+    items: Sequence[torch.Tensor] = [tensors] if isinstance(tensors, torch.Tensor) else tensors
+    if not items:
         return
-    if bool(torch.stack([torch.isfinite(t.detach().sum()) for t in tensors]).all()):
+    if bool(torch.stack([torch.isfinite(t.detach().sum()) for t in items]).all()):
         return
-    flags = torch.stack([torch.isfinite(t).all() for t in tensors])
+    flags = torch.stack([torch.isfinite(t.detach()).all() for t in items])
     if bool(flags.all()):
         return
+    if single:
+        raise ValueError(f"{name}: expected finite values, but it contains NaN or Inf; refusing to decompose it")
     bad = [i for i, ok in enumerate(flags.tolist()) if not ok]
     raise ValueError(
         f"{name}: expected finite values, but core(s) {bad} contain NaN or Inf; refusing to decompose non-finite data"
     )
+
+
+def check_min_rank(value: int) -> None:
+    """Check a ``min_rank`` argument: an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"min_rank: expected an int >= 1, got {value!r}")
+
+
+def check_int_rank(name: str, value: int | None) -> None:
+    """Check an optional single rank cap: ``None`` or an int >= 1 (``TypeError`` for non-ints)."""
+    if value is None:
+        return
+    if not _is_int(value):
+        raise TypeError(f"{name}: expected an int >= 1, got {type(value).__name__} {value!r}")
+    if int(value) < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
 
 
 def check_positive_float(name: str, value: float | None, *, allow_zero: bool = True) -> None:
@@ -60,14 +82,19 @@ def check_rank_spec(name: str, value: int | Sequence[int] | None, num_bonds: int
     if isinstance(value, numbers.Integral):  # int, numpy integers
         values = [int(value)] * num_bonds
     elif isinstance(value, torch.Tensor) and value.ndim == 0:
+        if not _is_int(value):
+            raise TypeError(f"{name}: expected an int or a list of {num_bonds} ints, got {value!r}")
         values = [int(value)] * num_bonds
     else:
         try:
-            values = [int(v) for v in value]  # type: ignore[union-attr]
+            items = list(value)  # type: ignore[arg-type]
         except TypeError:
             raise TypeError(
                 f"{name}: expected an int or a list of {num_bonds} ints, got {type(value).__name__}"
             ) from None
+        if not all(_is_int(v) for v in items):
+            raise TypeError(f"{name}: expected an int or a list of {num_bonds} ints, got {items!r}")
+        values = [int(v) for v in items]
         if len(values) != num_bonds:
             raise ValueError(
                 f"{name}: expected one rank per bond ({num_bonds} values), got {len(values)}: {list(values)}"
@@ -76,6 +103,15 @@ def check_rank_spec(name: str, value: int | Sequence[int] | None, num_bonds: int
         if v < 1:
             raise ValueError(f"{name}: ranks must be >= 1, got {values}")
     return values
+
+
+def _is_int(value: object) -> bool:
+    """An int, a numpy integer or a 0-d integer tensor (not a bool, not a float)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, np.bool_)
 
 
 def check_mode(name: str, mode: int, order: int) -> int:

@@ -13,18 +13,26 @@ import torch
 __all__ = ["stable_norm"]
 
 
-def stable_norm(x: torch.Tensor) -> torch.Tensor:
-    """Frobenius norm of ``x`` as a 0-d real tensor, safe from overflow and underflow.
+def stable_norm(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Frobenius norm of ``x`` (over ``dim`` if given), real, safe from overflow and underflow.
 
+    Without ``dim`` a 0-d tensor; with ``dim`` the norms along that dimension (like
+    ``torch.linalg.vector_norm(x, dim=dim)``), each scaled by its own largest magnitude.
     Differentiable (the scale is treated as a constant, which leaves the gradient exact).
 
     >>> float(stable_norm(torch.full((4,), 1e-30, dtype=torch.float32)))  # doctest: +ELLIPSIS
     2.0000...e-30
     >>> float(stable_norm(torch.full((4,), 1e30, dtype=torch.float32)))  # doctest: +ELLIPSIS
     2.0000...e+30
+    >>> stable_norm(torch.tensor([[3e-30, 4e-30], [3e30, 4e30]]), dim=1)
+    tensor([5.0000e-30, 5.0000e+30])
     """
     if x.numel() == 0:
-        return torch.linalg.vector_norm(x)
-    scale = x.detach().abs().amax()
+        return torch.linalg.vector_norm(x, dim=dim)
+    if dim is None:
+        scale = x.detach().abs().amax()
+        safe = torch.where((scale > 0) & torch.isfinite(scale), scale, torch.ones_like(scale))
+        return torch.linalg.vector_norm(x / safe) * safe
+    scale = x.detach().abs().amax(dim=dim, keepdim=True)
     safe = torch.where((scale > 0) & torch.isfinite(scale), scale, torch.ones_like(scale))
-    return torch.linalg.vector_norm(x / safe) * safe
+    return torch.linalg.vector_norm(x / safe, dim=dim) * safe.squeeze(dim)

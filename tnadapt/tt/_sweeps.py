@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from . import linalg
+from ._numerics import stable_norm
 from .canonical import left_qr_step, right_qr_step
 from .truncation import select_rank
 
@@ -143,6 +144,4 @@ def _tail_norms(spectra: list[torch.Tensor], ranks: list[int], real: torch.dtype
     padded = torch.nn.utils.rnn.pad_sequence([s if s.dtype == real else s.to(real) for s in spectra], batch_first=True)
     keep = torch.tensor(ranks, device=padded.device)
     tails = torch.where(torch.arange(padded.shape[1], device=padded.device) >= keep[:, None], padded, 0.0)
-    scale = tails.abs().amax(dim=1)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return torch.linalg.vector_norm(tails / safe[:, None], dim=1) * safe
+    return stable_norm(tails, dim=1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from . import linalg
-from ._errors import check_mode
+from ._errors import check_finite, check_mode
 from .tensor_train import TensorTrain
 
 __all__ = [
@@ -58,9 +58,19 @@ def orthogonalize(tt: TensorTrain, center: int = -1) -> TensorTrain:
     (True, True, 1)
     >>> bool(torch.allclose(y.full(), x.full()))
     True
+
+    Raises ``ValueError`` if a core holds NaN or Inf (checked before any QR runs).
     """
+    c = check_mode("center", center, tt.order)
+    check_finite("tt", list(tt.cores))
+    return orthogonalize_unchecked(tt, c)
+
+
+def orthogonalize_unchecked(tt: TensorTrain, center: int) -> TensorTrain:
+    """:func:`orthogonalize` without the finiteness check, for callers that validated already (or,
+    like :func:`~tnadapt.tt.ops.norm`, let NaN propagate); ``center`` must be in ``[0, d)``."""
     d = tt.order
-    c = check_mode("center", center, d)
+    c = center
     if tt.center == c:
         return tt
     cores = list(tt.cores)

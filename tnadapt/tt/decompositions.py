@@ -50,7 +50,7 @@ def tt_svd(
         raise ValueError(f"tensor: expected a floating or complex dtype, got {tensor.dtype}")
     check_positive_float("eps", eps)
     check_positive_float("cutoff", cutoff)
-    check_finite("tensor", [tensor])
+    check_finite("tensor", tensor)
     d = tensor.ndim
     caps = check_rank_spec("max_rank", max_rank, d - 1)
     shape = tuple(tensor.shape)

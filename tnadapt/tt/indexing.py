@@ -66,7 +66,12 @@ def _select(core: torch.Tensor, k: int, idx: Any) -> torch.Tensor:
         if positions.step == 1:
             return core[:, positions.start : positions.stop, :]
         return core.index_select(1, torch.arange(positions.start, positions.stop, positions.step, device=core.device))
-    tensor = torch.as_tensor(idx, device=core.device)
+    try:
+        tensor = torch.as_tensor(idx, device=core.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise IndexError(
+            f"index[{k}]: expected an int, a slice or a non-empty 1-D integer index, got {idx!r}"
+        ) from None
     if tensor.ndim != 1 or tensor.is_floating_point() or tensor.dtype == torch.bool or tensor.numel() == 0:
         raise IndexError(f"index[{k}]: expected an int, a slice or a non-empty 1-D integer index, got {idx!r}")
     if bool(((tensor < -n) | (tensor >= n)).any()):
@@ -92,12 +97,13 @@ def getitem(tt: TensorTrain, index: Any) -> TensorTrain | torch.Tensor:
 def gather(tt: TensorTrain, indices: torch.Tensor) -> torch.Tensor:
     """Entries at the multi-indices in ``indices`` (integer tensor ``(batch, d)``) → ``(batch,)``.
 
-    Cost ``O(batch d r^2)``; differentiable with respect to the cores.
+    Negative entries count from the end of their mode, as in :func:`getitem`.  Cost
+    ``O(batch d r^2)``; differentiable with respect to the cores.
 
     >>> import torch
     >>> from tnadapt.tt import TensorTrain
     >>> x = TensorTrain.random((3, 4), 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    >>> idx = torch.tensor([[0, 1], [2, 3]])
+    >>> idx = torch.tensor([[0, 1], [2, -1]])
     >>> bool(torch.allclose(gather(x, idx), x.full()[idx[:, 0], idx[:, 1]]))
     True
     """
@@ -110,8 +116,9 @@ def gather(tt: TensorTrain, indices: torch.Tensor) -> torch.Tensor:
         )
     indices = indices.to(tt.device)
     sizes = torch.tensor(tt.shape, device=tt.device)
-    if bool(((indices < 0) | (indices >= sizes)).any()):
+    if bool(((indices < -sizes) | (indices >= sizes)).any()):
         raise IndexError(f"indices: entries out of range for shape {tt.shape}")
+    indices = indices % sizes
     batch = indices.shape[0]
     env = tt.cores[0].new_ones(batch, 1)
     for k, core in enumerate(tt.cores):

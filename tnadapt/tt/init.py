@@ -58,6 +58,8 @@ def init_core(
     tensor([[1., 0., 0.],
             [0., 1., 0.]])
     """
+    if position is not None and position not in CORE_POSITIONS:
+        raise ValueError(f"position: expected one of {CORE_POSITIONS}, got {position!r}")
     dtype = dtype or torch.get_default_dtype()
     shape = (r_left, n, r_right)
     if kind == "zeros":
@@ -65,12 +67,15 @@ def init_core(
     if kind == "identity":
         if position is None:
             position = "first" if r_left == 1 < r_right else "last" if r_right == 1 < r_left else "interior"
+        bounds = {"first": r_left == 1, "last": r_right == 1, "only": r_left == r_right == 1, "interior": True}
+        if not bounds[position]:
+            raise ValueError(
+                f"position: a {position!r} core needs boundary rank 1 on its outer side(s), got shape {shape}"
+            )
         if position == "first":
             return torch.eye(n, r_right, dtype=dtype, device=device).reshape(shape)
         if position == "last":
             return torch.eye(r_left, n, dtype=dtype, device=device).reshape(shape)
-        if position not in ("interior", "only"):
-            raise ValueError(f"position: expected one of {CORE_POSITIONS}, got {position!r}")
         eye = torch.eye(r_left, r_right, dtype=dtype, device=device)
         return eye.unsqueeze(1).expand(r_left, n, r_right).contiguous()
     if kind == "normal":

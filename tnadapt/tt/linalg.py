@@ -6,7 +6,8 @@
   Gram matrix.  Wide matrices are factored through their (conjugate) transpose, which
   LAPACK handles faster.  If the solver fails to converge (ill-conditioned input), it
   retries with another driver (CUDA), then in double precision, then with a tiny
-  relative jitter, so a training run is never killed by a single bad SVD.
+  seeded jitter ``E`` (``||E||_F ≈ 1e3 u ||A||_F``, ``u`` the unit round-off), so a
+  training run is never killed by a single bad SVD.
 * :func:`qr` is a thin Householder QR; :func:`cholesky_qr2` is the GEMM-rich
   alternative for tall-skinny panels (two Cholesky-QR passes, falling back to
   Householder whenever the result would not be orthonormal to working precision);
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from ._numerics import stable_norm
 from ._threads import factorization_threads
 
 __all__ = ["cholesky_qr2", "compute_dtype", "left_svd", "qr", "svd", "svd_of_product", "tall_qr"]
@@ -132,11 +134,14 @@ def _svd_candidates(work: torch.Tensor):  # type: ignore[no-untyped-def]
         yield work, "gesvd"
     if work.dtype in (torch.float32, torch.complex64):
         yield work.to(torch.complex128 if work.is_complex() else torch.float64), None
-    eps = torch.finfo(work.real.dtype if work.is_complex() else work.dtype).eps
-    scale = torch.linalg.matrix_norm(work).amax().clamp_min(1e-300 if work.dtype == torch.float64 else 1e-30)
+    info = torch.finfo(work.real.dtype if work.is_complex() else work.dtype)
+    eps = info.eps
+    # The largest ||A||_F of the batch, scaled so that it neither over- nor underflows.
+    scale = stable_norm(work.reshape(-1, work.shape[-2] * work.shape[-1]), dim=1).amax().clamp_min(info.tiny)
     generator = torch.Generator(device=work.device).manual_seed(0)
     jitter = torch.randn(work.shape, dtype=work.dtype, device=work.device, generator=generator)
-    yield work + jitter * (scale * 1e3 * eps), None
+    # Entries N(0, 1) scaled so that ||E||_F ≈ 1e3 eps ||A||_F.
+    yield work + jitter * (scale * 1e3 * eps / work.shape[-2:].numel() ** 0.5), None
 
 
 def _tall_svd(work: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -148,6 +153,11 @@ def _tall_svd(work: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
                     return torch.linalg.svd(candidate, full_matrices=False)
                 return torch.linalg.svd(candidate, full_matrices=False, driver=driver)
         except (RuntimeError, torch.linalg.LinAlgError) as exc:  # pragma: no cover - solver dependent
+            if last_error is None and not bool(torch.isfinite(work).all()):
+                # No driver, precision or jitter can factor NaN/Inf: say so instead of retrying.
+                raise ValueError(
+                    f"svd: expected a finite matrix, but the {tuple(work.shape)} input contains NaN or Inf"
+                ) from exc
             last_error = exc
     raise RuntimeError(f"svd: all fallbacks failed for a matrix of shape {tuple(work.shape)}") from last_error
 

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import torch
 
 from . import linalg
-from ._errors import check_finite, check_positive_float, check_rank_spec
+from ._errors import check_min_rank, check_positive_float, check_rank_spec
 from ._numerics import stable_norm
 from .decompositions import tt_svd
 from .tensor_train import TensorTrain
@@ -184,7 +184,10 @@ def stack_factors(factors: Factors, index_shape: Sequence[int]) -> tuple[torch.T
         b_all[k, :, : b.shape[1]] = b.detach()
     present = torch.zeros(count, dtype=torch.bool)
     present[[k for k, _ in given]] = True
-    check_finite("factors", [a_all, b_all])
+    finite = torch.isfinite(a_all).flatten(1).all(1) & torch.isfinite(b_all).flatten(1).all(1)
+    if not bool(finite.all()):
+        bad = [k for k, ok in enumerate(finite.tolist()) if not ok]
+        raise ValueError(f"factors: expected finite values, but slice(s) {bad} (row-major) contain NaN or Inf")
     return a_all, b_all, present
 
 
@@ -246,8 +249,7 @@ def tt_from_lowrank(
     """
     check_positive_float("eps", eps)
     check_positive_float("cutoff", cutoff)
-    if isinstance(min_rank, bool) or not isinstance(min_rank, int) or min_rank < 1:
-        raise ValueError(f"min_rank: expected an int >= 1, got {min_rank!r}")
+    check_min_rank(min_rank)
     a, b, _ = stack_factors(factors, index_shape)
     shape = tuple(int(n) for n in index_shape)
     m = len(shape)
@@ -256,7 +258,7 @@ def tt_from_lowrank(
     count, d_in, d_out = a.shape[0], a.shape[1], b.shape[1]
     with torch.no_grad():
         a_tilde = _tilde(a, b)
-        norms = torch.linalg.vector_norm(a_tilde.flatten(1), dim=1)  # ||X_k||
+        norms = stable_norm(a_tilde.flatten(1), dim=1)  # ||X_k||, no over/underflow
         ref = stable_norm(norms)
         abs_tol = None if eps is None else ref * (eps / (d - 1) ** 0.5)  # per bond, as in TT-SVD
         first_cap, last_cap = (None, None) if caps is None else (caps[0], caps[-1])
@@ -295,7 +297,10 @@ def tt_from_lowrank(
         part_in = a_tilde - u @ (u.mT @ a_tilde)
         part_out = (b - v @ vb) @ ua.mT
         part_core = inner - approx
-        err_sq = sum(torch.linalg.vector_norm(p.flatten(1), dim=1) ** 2 for p in (part_in, part_out, part_core))
+        # Scaled norms, squared in float64 (on the host, where the report lives): no over- or underflow.
+        err_sq = torch.stack(
+            [stable_norm(p.flatten(1), dim=1).to("cpu", torch.float64) ** 2 for p in (part_in, part_out, part_core)]
+        ).sum(0)
     spectra = (s_first, *inner_spectra, s_last)
     discarded = torch.cat([gone_first.reshape(1), inner_gone.to(gone_first.dtype), gone_last.reshape(1)])
     return LowRankReport(

@@ -122,11 +122,12 @@ def dot(a: TensorTrain, b: TensorTrain) -> torch.Tensor:
 def norm(a: TensorTrain) -> torch.Tensor:
     """Frobenius norm through the orthogonality centre (0-d real tensor).
 
-    Reuses a known centre; otherwise costs one QR sweep.
+    Reuses a known centre; otherwise costs one QR sweep.  Like ``torch.linalg.vector_norm``
+    it does not validate: a train with NaN or Inf entries has a non-finite norm.
     """
-    from .canonical import orthogonalize
+    from .canonical import orthogonalize_unchecked
 
-    x = a if a.center is not None else orthogonalize(a, a.order - 1)
+    x = a if a.center is not None else orthogonalize_unchecked(a, a.order - 1)
     assert x.center is not None
     return stable_norm(x.cores[x.center])
 

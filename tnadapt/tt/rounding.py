@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._errors import check_finite, check_positive_float, check_rank_spec
+from ._errors import check_finite, check_min_rank, check_positive_float, check_rank_spec
 from ._numerics import stable_norm
 from ._sweeps import drop_redundant_ranks, svd_sweep
-from .canonical import orthogonalize
+from .canonical import orthogonalize_unchecked
 from .tensor_train import TensorTrain
 from .truncation import TruncationReport
 
@@ -43,8 +43,7 @@ def check_truncation_args(
         raise TypeError(f"tt: expected a TensorTrain, got {type(tt).__name__}")
     check_positive_float("eps", eps)
     check_positive_float("cutoff", cutoff)
-    if isinstance(min_rank, bool) or not isinstance(min_rank, int) or min_rank < 1:
-        raise ValueError(f"min_rank: expected an int >= 1, got {min_rank!r}")
+    check_min_rank(min_rank)
     check_finite("tt", list(tt.cores))
     return check_rank_spec("max_rank", max_rank, tt.order - 1)
 
@@ -74,7 +73,7 @@ def round_tt(
     d = tt.order
     # Sweep toward whichever end is closer to a known centre (saves a QR sweep).
     to_right = tt.center is None or tt.center <= (d - 1) / 2
-    x = orthogonalize(tt, 0 if to_right else d - 1)
+    x = orthogonalize_unchecked(tt, 0 if to_right else d - 1)
     assert x.center is not None
     ref = stable_norm(x.cores[x.center])
     abs_tol = None if eps is None or d == 1 else ref * (eps / (d - 1) ** 0.5)

@@ -30,12 +30,20 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import linalg
+from ._errors import check_finite, check_int_rank, check_min_rank, check_positive_float
 from ._numerics import stable_norm
 
 if TYPE_CHECKING:
     from .tensor_train import TensorTrain
 
-__all__ = ["TruncatedSVD", "TruncationReport", "select_rank", "truncate_spectrum", "truncated_svd"]
+__all__ = [
+    "TruncatedSVD",
+    "TruncationReport",
+    "check_truncation_criteria",
+    "select_rank",
+    "truncate_spectrum",
+    "truncated_svd",
+]
 
 
 def _tail_weights(s: torch.Tensor) -> torch.Tensor:
@@ -122,6 +130,34 @@ def truncated_svd(
     >>> t.rank, float(t.discarded) < 1e-8
     (2, True)
     """
+    if not isinstance(mat, torch.Tensor) or mat.ndim != 2:
+        got = tuple(mat.shape) if isinstance(mat, torch.Tensor) else type(mat).__name__
+        raise ValueError(f"mat: expected a 2-D tensor, got {got}")
+    check_truncation_criteria(max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+    check_finite("mat", mat)
+    return _truncated_svd(mat, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+
+
+def check_truncation_criteria(
+    *, max_rank: int | None, abs_tol: float | torch.Tensor | None, cutoff: float | None, min_rank: int
+) -> None:
+    """Validate the criteria of one truncated SVD (a single ``max_rank``; ``abs_tol`` a float or 0-d tensor)."""
+    check_int_rank("max_rank", max_rank)
+    if not isinstance(abs_tol, torch.Tensor):
+        check_positive_float("abs_tol", abs_tol)
+    check_positive_float("cutoff", cutoff)
+    check_min_rank(min_rank)
+
+
+def _truncated_svd(
+    mat: torch.Tensor,
+    *,
+    max_rank: int | None,
+    abs_tol: float | torch.Tensor | None,
+    cutoff: float | None,
+    min_rank: int,
+) -> TruncatedSVD:
+    """:func:`truncated_svd` without the input checks (callers validated already)."""
     u, s, vh = linalg.svd(mat)
     k, discarded = truncate_spectrum(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
     return TruncatedSVD(U=u[:, :k], S=s[:k], Vh=vh[:k, :], discarded=discarded, singular_values=s)

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import torch
 
 from . import linalg
-from ._errors import check_positive_float
+from ._errors import check_finite, check_positive_float
 from ._numerics import stable_norm
-from .canonical import orthogonalize
+from .canonical import orthogonalize_unchecked
 from .rounding import check_truncation_args
 from .tensor_train import TensorTrain
-from .truncation import TruncatedSVD, TruncationReport, truncate_spectrum, truncated_svd
+from .truncation import TruncatedSVD, TruncationReport, _truncated_svd, check_truncation_criteria, truncate_spectrum
 
 __all__ = ["ABSORB_CHOICES", "SweepReport", "dmrg_sweep", "merge", "replace_two_site", "split"]
 
@@ -81,16 +81,15 @@ def split(
     if absorb not in ABSORB_CHOICES:
         raise ValueError(f"absorb: expected one of {ABSORB_CHOICES}, got {absorb!r}")
     check_positive_float("eps", eps)
-    check_positive_float("cutoff", cutoff)
-    if max_rank is not None and (isinstance(max_rank, bool) or int(max_rank) < 1):
-        raise ValueError(f"max_rank: expected an int >= 1, got {max_rank!r}")
+    check_truncation_criteria(max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+    check_finite("supercore", supercore)
     r0, n0, n1, r2 = supercore.shape
     mat = supercore.reshape(r0 * n0, n1 * r2)
     tol = abs_tol
     if eps is not None:
         rel = stable_norm(mat) * eps
         tol = rel if tol is None else torch.minimum(torch.as_tensor(tol, dtype=rel.dtype, device=rel.device), rel)
-    t = truncated_svd(mat, max_rank=max_rank, abs_tol=tol, cutoff=cutoff, min_rank=min_rank)
+    t = _truncated_svd(mat, max_rank=max_rank, abs_tol=tol, cutoff=cutoff, min_rank=min_rank)
     left, right = _absorb(t.U, t.S, t.Vh, absorb)
     return left.reshape(r0, n0, t.rank), right.reshape(t.rank, n1, r2), t
 
@@ -193,7 +192,7 @@ def dmrg_sweep(
     """
     caps = check_truncation_args(tt, max_rank, eps, cutoff, min_rank)
     d = tt.order
-    x = orthogonalize(tt, 0) if canonicalize else tt
+    x = orthogonalize_unchecked(tt, 0) if canonicalize else tt
     ref = stable_norm(x.cores[0]) if canonicalize else tt.norm()
     abs_tol = None if eps is None or d == 1 else ref * (eps / (d - 1) ** 0.5)
     cores = list(x.cores)
@@ -241,7 +240,7 @@ def dmrg_sweep(
     p1 = torch.stack(second) if d > 1 else ref.new_zeros(0)
     return SweepReport(
         tt=out,
-        discarded=torch.sqrt(p0**2 + p1**2),
+        discarded=torch.hypot(p0, p1),  # sqrt(p0² + p1²) without squaring: no under- or overflow
         singular_values=tuple(spectra),
         ranks_before=tt.ranks,
         ranks_after=out.ranks,
