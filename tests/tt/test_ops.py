@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
@@ -199,3 +200,14 @@ def test_scale_function_keeps_centre_and_multiplies_the_centre_core() -> None:
     y = scale(x, 3.0)
     assert y.center == 1 and torch.equal(y.cores[0], x.cores[0]) and torch.equal(y.cores[2], x.cores[2])
     assert_tt_close(y, 3.0 * TensorTrain(x.cores))
+
+
+@pytest.mark.parametrize(("value", "expected"), [(float("nan"), "nan"), (float("inf"), "inf"), (float("-inf"), "inf")])
+@pytest.mark.parametrize("dtype", testing.DTYPES)
+def test_norm_of_a_non_finite_train_is_not_finite(dtype: torch.dtype, value: float, expected: str) -> None:
+    # Regression: a NaN leading entry of a QR panel leaves R finite (the NaN stays in Q), so the
+    # centre core of the sweep looked finite and norm() returned a finite number.
+    cores = [c.clone() for c in TensorTrain.random((2, 1), 1, generator=generator(0), dtype=dtype).cores]
+    cores[0][0, 0, 0] = value
+    got = float(TensorTrain(cores).norm())
+    assert math.isnan(got) if expected == "nan" else got == math.inf

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
 import torch
+from _helpers import trains
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tnadapt import testing
 from tnadapt.tt import (
@@ -399,3 +403,21 @@ def test_validation_happens_before_any_work(monkeypatch: pytest.MonkeyPatch) -> 
     for call in calls:
         with pytest.raises(ValueError, match="NaN or Inf"):
             call()
+
+
+@given(trains(orders=range(1, 7), dtypes=testing.DTYPES), st.data())
+def test_orthogonalize_names_non_finite_cores(x: TensorTrain, data: st.DataObject) -> None:
+    """NaN/Inf in any core of a train without a known centre is reported, wherever the centre goes."""
+    bad = sorted(data.draw(st.sets(st.integers(0, x.order - 1), min_size=1), label="bad cores"))
+    value = data.draw(st.sampled_from([float("nan"), float("inf"), float("-inf")]), label="value")
+    cores = [c.clone() for c in x.cores]
+    for k in bad:
+        idx = tuple(data.draw(st.integers(0, n - 1)) for n in cores[k].shape)
+        cores[k][idx] = value
+    y = TensorTrain(cores)
+    center = data.draw(st.integers(0, x.order - 1), label="center")
+    with pytest.raises(ValueError, match=rf"tt: expected finite values, but core\(s\) {re.escape(str(bad))}"):
+        orthogonalize(y, center)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        y.orthogonalize(center)
+    assert not bool(torch.isfinite(y.norm()))  # a reduction: propagates, like torch.linalg.vector_norm

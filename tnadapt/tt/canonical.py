@@ -59,7 +59,8 @@ def orthogonalize(tt: TensorTrain, center: int = -1) -> TensorTrain:
     >>> bool(torch.allclose(y.full(), x.full()))
     True
 
-    Raises ``ValueError`` if a core holds NaN or Inf (checked before any QR runs).
+    Raises ``ValueError`` naming the cores that hold NaN or Inf, before any QR runs (one
+    summation pass over the cores, a few percent of the sweep).
     """
     c = check_mode("center", center, tt.order)
     check_finite("tt", list(tt.cores))

@@ -123,13 +123,20 @@ def norm(a: TensorTrain) -> torch.Tensor:
     """Frobenius norm through the orthogonality centre (0-d real tensor).
 
     Reuses a known centre; otherwise costs one QR sweep.  Like ``torch.linalg.vector_norm``
-    it does not validate: a train with NaN or Inf entries has a non-finite norm.
+    it does not raise on NaN or Inf entries: the norm is then NaN (or Inf).
     """
     from .canonical import orthogonalize_unchecked
 
-    x = a if a.center is not None else orthogonalize_unchecked(a, a.order - 1)
-    assert x.center is not None
-    return stable_norm(x.cores[x.center])
+    if a.center is not None:
+        return stable_norm(a.cores[a.center])
+    x = orthogonalize_unchecked(a, a.order - 1)
+    value = stable_norm(x.cores[-1])
+    # LAPACK's Householder QR can leave a NaN in Q alone (a NaN leading entry of a column still
+    # gives a finite R), so the centre core may look finite: flag non-finite cores explicitly,
+    # on the device (no host synchronisation; amax propagates NaN and never overflows).
+    peaks = torch.stack([c.detach().abs().amax() for c in a.cores])
+    bad = ~peaks.isfinite().all()
+    return torch.where(bad, peaks.sum(), value)
 
 
 def contract(tt: TensorTrain, factors: Mapping[int, torch.Tensor]) -> TensorTrain | torch.Tensor:
