@@ -74,6 +74,7 @@ def select_rank(
     >>> select_rank(torch.tensor([1.0, 1e-3, 1e-6]), cutoff=1e-10)
     2
     """
+    check_truncation_criteria(max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
     n = s.shape[-1]
     upper = n if max_rank is None else min(max_rank, n)
     lower = max(1, min(min_rank, upper))
@@ -87,7 +88,8 @@ def select_rank(
     tail = _tail_weights(work / scale)
     counts = []
     if abs_tol is not None:
-        tol = torch.as_tensor(abs_tol, device=s.device).detach().to(work.dtype) / scale
+        # dtype given: a Python float must not pass through torch's default (float32) dtype.
+        tol = torch.as_tensor(abs_tol, dtype=work.dtype, device=s.device).detach() / scale
         counts.append((tail > tol * tol).sum())
     if cutoff is not None:
         counts.append((tail > cutoff * tail[0]).sum())
