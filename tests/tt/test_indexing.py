@@ -84,6 +84,9 @@ def test_getitem_agrees_with_dense_outer_indexing(case: tuple[TensorTrain, tuple
         assert expected.ndim == 0 and got.shape == () and got.dtype == x.dtype
         assert abs(complex(got) - complex(expected)) <= rtol(x) * scale
     assert_same(getitem(x, index), got)
+    dense = getitem(x, index, dense=True)
+    assert isinstance(dense, torch.Tensor) and dense.shape == expected.shape
+    assert_dense_close(dense, expected, rtol=0.0, atol=rtol(x) * scale)
 
 
 def _is_scalar_index(item: Any) -> bool:

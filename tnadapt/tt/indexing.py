@@ -79,8 +79,12 @@ def _select(core: torch.Tensor, k: int, idx: Any) -> torch.Tensor:
     return core.index_select(1, tensor % n)
 
 
-def getitem(tt: TensorTrain, index: Any) -> TensorTrain | torch.Tensor:
+def getitem(tt: TensorTrain, index: Any, *, dense: bool = False) -> TensorTrain | torch.Tensor:
     """``tt[index]``; see the module docstring.
+
+    With ``dense=True`` the result is always a dense tensor (of the shape NumPy-style indexing
+    of ``tt.full()`` would give), contracted from the small indexed train — the full tensor is
+    never formed; the size guard of :meth:`TensorTrain.full` applies to the result.
 
     >>> import torch
     >>> from tnadapt.tt import TensorTrain
@@ -89,9 +93,14 @@ def getitem(tt: TensorTrain, index: Any) -> TensorTrain | torch.Tensor:
     True
     >>> bool(torch.isclose(x[0, 1, 2], x.full()[0, 1, 2]))
     True
+    >>> getitem(x, (1, slice(None), -1), dense=True).shape
+    torch.Size([4])
     """
     items = _expand_index(index, tt.order)
-    return absorb_matrices([_select(core, k, idx) for k, (core, idx) in enumerate(zip(tt.cores, items))])
+    out = absorb_matrices([_select(core, k, idx) for k, (core, idx) in enumerate(zip(tt.cores, items))])
+    if dense and isinstance(out, TensorTrain):
+        return out.full()
+    return out
 
 
 def gather(tt: TensorTrain, indices: torch.Tensor) -> torch.Tensor:

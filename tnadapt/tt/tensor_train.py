@@ -270,7 +270,8 @@ class TensorTrain:
         """``x[i, j, ...]``: ints fix a mode, slices/index lists restrict it.
 
         Returns a 0-d tensor when every mode is fixed, otherwise a smaller
-        ``TensorTrain`` (fixed modes are absorbed into a neighbouring core).
+        ``TensorTrain`` (fixed modes are absorbed into a neighbouring core); for a dense
+        result use :func:`tnadapt.tt.getitem` with ``dense=True`` (or ``.full()`` on it).
         """
         from .indexing import getitem
 
