@@ -35,8 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.interleaved --rounds $(BENCH_ROUNDS) --json .benchmarks/interleaved.json
 
 lint: $(STAMP)
-	$(BIN)/ruff check tnadapt tests benchmarks examples docs
-	$(BIN)/ruff format --check tnadapt tests benchmarks examples docs
+	$(BIN)/ruff check tnadapt tests benchmarks examples docs/*.py
+	$(BIN)/ruff format --check tnadapt tests benchmarks examples docs/*.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
