@@ -241,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tnadapt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    demo = sub.add_parser("demo", help="fine-tune the embedded model: MetaTT vs DMRG vs LoRA (a few minutes)")
+    demo = sub.add_parser(
+        "demo", help="fine-tune the embedded model: MetaTT vs DMRG vs LoRA (1-2 minutes on 2 idle cores)"
+    )
     demo.add_argument("--quick", action="store_true", help="tiny run for CI (well under a minute)")
     demo.add_argument("--out", default="tnadapt-demo", help="output directory (default tnadapt-demo)")
     demo.add_argument("--seed", type=int, default=0)

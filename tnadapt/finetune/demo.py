@@ -33,7 +33,7 @@ class DemoSize:
 
 
 DEMO_SIZES: dict[str, DemoSize] = {
-    # a few minutes on 2 idle CPU cores
+    # about 70 s on 2 idle CPU cores (several minutes on a loaded machine)
     "default": DemoSize(640, 400, 3, 48, 16, rank=8, dmrg_start=16, dmrg={1: 12, 2: 8}),
     # CI: well under a minute
     "quick": DemoSize(24, 24, 1, 32, 8, rank=4, dmrg_start=6, dmrg={1: 4}, probe_epochs=5),
