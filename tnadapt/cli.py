@@ -86,7 +86,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             method=args.adapter,
             rank=args.rank if args.rank is not None else (None if args.adapter == "tera" else 8),
             alpha=args.alpha,
-            targets=list(args.targets),
+            targets=list(args.targets) if args.targets else None,
             init=args.init,
             seed=args.seed,
             train_head=args.train_head,
@@ -214,7 +214,11 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--alpha", type=_positive_float, help="scale of ΔW (default: 2 for MetaTT, 2*rank for LoRA)")
     a.add_argument(
-        "--targets", nargs="+", default=["query", "value"], help="Linear names to adapt (default query value)"
+        "--targets",
+        nargs="+",
+        default=None,
+        help="Linear names to adapt (default: the attention query/value projections, found by name: "
+        "query/value, q_proj/v_proj, q_lin/v_lin, query_proj/value_proj or q/v)",
     )
     a.add_argument("--init", help="MetaTT core init, e.g. ze-id-id-id (default: the paper's)")
     a.add_argument("--dmrg", metavar="SCHEDULE", help="rank schedule EPOCH:RANK,... e.g. 1:12,2:8 (MetaTT only)")

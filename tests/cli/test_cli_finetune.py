@@ -105,3 +105,28 @@ def test_tera_adapter_through_the_same_wrap_api(tmp_path: Path, capsys: pytest.C
     encoder, _, _ = load_encoder()
     model = load_adapter(TextClassifier(encoder, [2]), out / "adapter")
     assert read_json(out / "metrics.json")["adapter_params"] == sum(a.num_parameters() for a in get_adapters(model))
+
+
+def test_default_targets_follow_the_models_naming(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A local DistilBERT (attention Linears q_lin/v_lin) needs no --targets: the q/v projections are found."""
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    from tnadapt.finetune.model import embedded_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, hidden_dim=64, n_layers=2, n_heads=4)
+    model_dir = tmp_path / "distilbert"
+    DistilBertModel(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    for adapter in ("metatt-4d", "lora"):
+        out = tmp_path / adapter
+        argv = ["finetune", "--model", str(model_dir), "--adapter", adapter, "--epochs", "1", *TINY]
+        code, _, err = run_cli(capsys, *argv, "--out", str(out))
+        assert code == 0, err
+        metrics = read_json(out / "metrics.json")
+        assert metrics["lora_r8_params"] == 2 * 2 * 8 * (32 + 32)  # q_lin and v_lin of 2 layers at rank 8
+    saved = read_json(tmp_path / "metatt-4d" / "adapter" / "adapter_config.json")
+    assert saved["config"]["target_modules"] == ["q_lin", "v_lin"]
+    (group,) = saved["groups"].values()
+    assert sorted({t.rsplit(".", 1)[-1] for t in group["targets"]}) == ["q_lin", "v_lin"]

@@ -24,6 +24,7 @@ from tnadapt.nn import (
     MetaTTConfig,
     adapted_modules,
     adapter_context,
+    default_target_modules,
     get_adapters,
     get_container,
     is_wrapped,
@@ -416,3 +417,28 @@ def test_regex_matrix_names_drop_the_matched_layer_number():
         "stages.1.blocks.0.q": {"layer": 0, "matrix": 1},
         "stages.1.blocks.1.q": {"layer": 1, "matrix": 1},
     }
+
+
+def test_default_targets_are_the_attention_query_value_projections():
+    from transformers import DebertaV2Config, DebertaV2Model, DistilBertConfig, DistilBertModel
+
+    small = dict(vocab_size=50, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32)
+    cases = {
+        "bert": (tiny_bert(), ["query", "value"]),
+        "roberta": (tiny_roberta(), ["query", "value"]),
+        "llama": (tiny_llama(), ["q_proj", "v_proj"]),
+        "t5": (tiny_t5(), ["q", "v"]),
+        "distilbert": (
+            DistilBertModel(DistilBertConfig(vocab_size=50, dim=16, hidden_dim=32, n_layers=2, n_heads=4)),
+            ["q_lin", "v_lin"],
+        ),
+        "deberta-v2": (DebertaV2Model(DebertaV2Config(hidden_size=16, **small)), ["query_proj", "value_proj"]),
+    }
+    for name, (model, expected) in cases.items():
+        assert default_target_modules(model) == expected, name
+    # the default wraps exactly the q/v Linears (2 per layer)
+    llama = tiny_llama()
+    wrap(llama, MetaTTConfig(target_modules=default_target_modules(llama), rank=2))
+    assert sorted(t.rsplit(".", 1)[-1] for t in get_container(llama).targets) == ["q_proj"] * 2 + ["v_proj"] * 2
+    with pytest.raises(ValueError, match=r"no attention query/value projections found.*Linear modules are: none"):
+        default_target_modules(tiny_gpt2())  # fused Conv1D c_attn: nothing to default to

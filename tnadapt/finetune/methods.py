@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +55,7 @@ class MethodSpec:
     method: str = "metatt-4d"
     rank: int | None = 8
     alpha: float | None = None
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    targets: list[str] | None = None  # None: the model's attention query/value projections
     init: str | None = None
     seed: int = 0
     num_tasks: int = 1
@@ -70,7 +70,7 @@ class MethodSpec:
             raise UserError(f"--rank: expected a positive integer, got {self.rank!r}")
         if self.alpha is not None and not (self.alpha > 0 and self.alpha < float("inf")):
             raise UserError(f"--alpha: expected a positive number, got {self.alpha!r}")
-        if not self.targets:
+        if self.targets is not None and not self.targets:
             raise UserError("--targets: expected at least one module name, e.g. --targets query value")
 
     @property
@@ -177,7 +177,7 @@ def lora_reference_params(model: nn.Module, targets: Sequence[str], rank: int = 
     return sum(rank * (t.in_features + t.out_features) for t in match_targets(model, list(targets)))
 
 
-def _metatt_config(spec: MethodSpec, num_heads: int | None, num_tasks: int) -> Any:
+def _metatt_config(spec: MethodSpec, targets: list[str], num_heads: int | None, num_tasks: int) -> Any:
     from ..nn import MetaTTConfig
 
     preset = spec.method
@@ -187,7 +187,7 @@ def _metatt_config(spec: MethodSpec, num_heads: int | None, num_tasks: int) -> A
     if preset == "metatt-4+1d":
         kwargs["mode_sizes"] = {"task": num_tasks}
     return MetaTTConfig(
-        target_modules=list(spec.targets),
+        target_modules=targets,
         modules_to_save=[HEAD_MODULE],
         preset=preset,
         rank=spec.rank if spec.rank is not None else 8,
@@ -198,7 +198,7 @@ def _metatt_config(spec: MethodSpec, num_heads: int | None, num_tasks: int) -> A
     )
 
 
-def _family_config(spec: MethodSpec) -> Any:
+def _family_config(spec: MethodSpec, targets: list[str]) -> Any:
     """Config of a registered non-MetaTT family (``tera``), filled from the spec fields it declares.
 
     For TeRA, ``rank`` is the Tucker rank of every mode (``None``: the family's default, ``R_n = I_n``).
@@ -213,14 +213,14 @@ def _family_config(spec: MethodSpec) -> Any:
         )
     cls = families[spec.method].config_cls
     names = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {"target_modules": list(spec.targets), "modules_to_save": [HEAD_MODULE]}
+    values: dict[str, Any] = {"target_modules": targets, "modules_to_save": [HEAD_MODULE]}
     for key, value in (("rank", spec.rank), ("alpha", spec.resolved_alpha), ("seed", spec.seed), ("init", spec.init)):
         if key in names and value is not None:
             values[key] = value
     return cls(**values)
 
 
-def _attach_lora(model: TextClassifier, spec: MethodSpec) -> None:
+def _attach_lora(model: TextClassifier, spec: MethodSpec, targets: list[str]) -> None:
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
@@ -229,24 +229,25 @@ def _attach_lora(model: TextClassifier, spec: MethodSpec) -> None:
     config = LoraConfig(
         r=spec.rank or 8,
         lora_alpha=spec.resolved_alpha,  # type: ignore[arg-type]  # peft types it int but scales by any number
-        target_modules=list(spec.targets),
+        target_modules=targets,
         lora_dropout=0.0,
         bias="none",
     )
     try:
         inject_adapter_in_model(config, model.encoder)
     except ValueError as exc:
-        raise UserError(f"--targets: peft could not find {list(spec.targets)} in the model ({exc})") from None
+        raise UserError(f"--targets: peft could not find {targets} in the model ({exc})") from None
     for name, p in model.encoder.named_parameters():
         p.requires_grad_("lora_" in name)
 
 
 def attach(model: TextClassifier, spec: MethodSpec) -> Attached:
     """Freeze the encoder, attach ``spec.method``, set the heads' ``requires_grad``; returns :class:`Attached`."""
-    from ..nn import match_targets, wrap
+    from ..nn import default_target_modules, match_targets, wrap
 
     try:
-        found = match_targets(model.encoder, list(spec.targets))
+        targets = list(spec.targets) if spec.targets is not None else default_target_modules(model.encoder)
+        found = match_targets(model.encoder, targets)
     except ValueError as exc:
         raise UserError(f"--targets: {exc}") from None
     reference = sum(8 * (t.in_features + t.out_features) for t in found)
@@ -261,16 +262,16 @@ def attach(model: TextClassifier, spec: MethodSpec) -> Attached:
     if spec.method in METATT_METHODS:
         heads = getattr(model.encoder.config, "num_attention_heads", None)
         try:
-            wrap(model, _metatt_config(spec, heads, len(model.heads)))
+            wrap(model, _metatt_config(spec, targets, heads, len(model.heads)))
         except ValueError as exc:
             raise UserError(f"--adapter {spec.method} --rank {spec.rank}: {exc}") from None
     elif spec.method == "tera":
         try:
-            wrap(model, _family_config(spec))
+            wrap(model, _family_config(spec, targets))
         except (ValueError, TypeError) as exc:
             raise UserError(f"--adapter tera: {exc}") from None
     elif spec.method == "lora":
-        _attach_lora(model, spec)
+        _attach_lora(model, spec, targets)
     model.heads.requires_grad_(spec.train_head)
     attached = Attached(model, spec, reference)
     if not attached.trainable():

@@ -48,7 +48,7 @@ from .lora_compress import CompressionReport, SliceError, compress_lora, read_lo
 from .lora_export import export_lora, lora_factors
 from .metatt import INIT_ALIASES, METATT_FAMILY, GlobalTTAdapter, build_metatt, lora_num_parameters, parse_init
 from .serialization import load_adapter, read_adapter_config, save_adapter
-from .targets import TargetInfo, group_by_shape, layer_index, match_targets
+from .targets import QUERY_VALUE_NAMES, TargetInfo, default_target_modules, group_by_shape, layer_index, match_targets
 from .tera import TERA_FAMILY, TeRAAdapter, TeRAConfig, build_tera
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "INIT_ALIASES",
     "METATT_FAMILY",
     "PRESETS",
+    "QUERY_VALUE_NAMES",
     "STRUCTURAL_MODES",
     "TERA_FAMILY",
     "AdaptedLinear",
@@ -81,6 +82,7 @@ __all__ = [
     "build_metatt",
     "build_tera",
     "compress_lora",
+    "default_target_modules",
     "disable",
     "export_lora",
     "get_adapters",

@@ -48,7 +48,9 @@ from torch import nn
 
 __all__ = [
     "DEFAULT_LAYER_REGEX",
+    "QUERY_VALUE_NAMES",
     "TargetInfo",
+    "default_target_modules",
     "group_by_shape",
     "group_dtype_device",
     "layer_index",
@@ -224,6 +226,47 @@ def match_targets(
             + f"; the model's Linear modules are: {shown or 'none'}"
         )
     return found
+
+
+#: Attention query/value projection names by convention, tried in order by
+#: :func:`default_target_modules`: BERT/RoBERTa/ELECTRA/ALBERT/MiniLM, Llama/Mistral/OPT/BART/Qwen,
+#: DistilBERT, DeBERTa-v2/v3, MPNet/T5.
+QUERY_VALUE_NAMES: tuple[tuple[str, str], ...] = (
+    ("query", "value"),
+    ("q_proj", "v_proj"),
+    ("q_lin", "v_lin"),
+    ("query_proj", "value_proj"),
+    ("q", "v"),
+)
+
+
+def default_target_modules(model: nn.Module) -> list[str]:
+    """The attention query/value projections of ``model`` — the paper's (and LoRA's usual) targets.
+
+    Returns the first pair of :data:`QUERY_VALUE_NAMES` whose both names are the last path
+    segment of some ``nn.Linear`` in ``model`` (so it works for architectures that follow one of
+    the conventions without a per-model table).  Raises ``ValueError`` listing the model's Linear
+    modules when none does (e.g. GPT-2's fused ``Conv1D`` ``c_attn``): pass ``target_modules``.
+
+    >>> from torch import nn
+    >>> class Attention(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.q_lin, self.k_lin, self.v_lin = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+    >>> default_target_modules(nn.ModuleList([Attention(), Attention()]))
+    ['q_lin', 'v_lin']
+    """
+    last = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if name and isinstance(m, nn.Linear)}
+    for pair in QUERY_VALUE_NAMES:
+        if set(pair) <= last:
+            return list(pair)
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    shown = ", ".join(linears[:12]) + (f", ... ({len(linears)} in all)" if len(linears) > 12 else "")
+    raise ValueError(
+        "target_modules: no attention query/value projections found (looked for "
+        + ", ".join("/".join(p) for p in QUERY_VALUE_NAMES)
+        + f"); give the names to adapt. The model's Linear modules are: {shown or 'none'}"
+    )
 
 
 def shape_group_name(in_features: int, out_features: int) -> str:
