@@ -72,6 +72,7 @@ def test_load_table_formats(tmp_path: Path) -> None:
         ("text,label\nonly,1\nalso,1\n", "one.csv", "single label"),
         ("text,label\n,1\n", "empty.csv", "empty value in column 'text'"),
         ('{"text": "a"}\n', "x.jsonl", "no column 'label'"),
+        ('{"text": "a", "label": 1}\n{"text": "b"}\n', "x2.jsonl", r"x2\.jsonl:2: no column 'label'"),
         ("[1, 2]\n", "y.jsonl", "expected a JSON object per line"),
         ("{oops\n", "z.jsonl", "not a JSON object per line"),
         ("text,label\na,1\n", "data.parquet", "unsupported file type"),

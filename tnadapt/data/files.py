@@ -99,7 +99,8 @@ def load_table(
         for lineno, rec in _records(path):
             missing = [c for c in wanted if c not in rec]
             if missing:
-                raise DataError(f"{path}: no column {missing[0]!r}; columns are {sorted(map(str, rec))}")
+                where = f"{path}" if not texts else f"{path}:{lineno}"
+                raise DataError(f"{where}: no column {missing[0]!r}; its columns are {sorted(map(str, rec))}")
             values = {c: rec[c] for c in wanted}
             for c in wanted:
                 if values[c] is None or (isinstance(values[c], str) and not values[c].strip()):
