@@ -488,10 +488,12 @@ def test_bad_constructor_arguments(kwargs: dict, error: type, match: str) -> Non
         DMRGRankScheduler(args.pop("optimizer"), args.pop("adapters"), args.pop("schedule"), **args)
 
 
-def test_unit_must_be_given() -> None:
+def test_unit_defaults_to_epochs() -> None:
     a = _adapter()
-    with pytest.raises(TypeError, match="unit"):
-        DMRGRankScheduler(torch.optim.SGD(a.parameters(), lr=0.1), a, {1: 2})  # type: ignore[call-arg]
+    sched = DMRGRankScheduler(torch.optim.SGD(a.parameters(), lr=0.1), a, {1: 2})
+    assert sched.unit == "epoch"
+    (record,) = sched.step()
+    assert record.unit == "epoch" and record.ranks_after == (1, 2, 2, 2, 1)
 
 
 @pytest.mark.parametrize(

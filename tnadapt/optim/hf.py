@@ -57,7 +57,7 @@ class DMRGRankCallback(TrainerCallback):
     adapters:
         The TT adapters; default: every TT adapter found in the Trainer's model.
     unit:
-        Required: ``"epoch"`` or ``"step"`` (optimizer steps, i.e. ``state.global_step``).
+        ``"epoch"`` (default) or ``"step"`` (optimizer steps, i.e. ``state.global_step``).
     **scheduler_kwargs:
         Passed to :class:`~tnadapt.optim.DMRGRankScheduler` (``growth_noise``, ``seed``, ...).
     """
@@ -67,7 +67,7 @@ class DMRGRankCallback(TrainerCallback):
         schedule: ScheduleLike,
         *,
         adapters: TTAdapterLike | Sequence[TTAdapterLike] | nn.Module | None = None,
-        unit: str,
+        unit: str = "epoch",
         **scheduler_kwargs: Any,
     ) -> None:
         if unit not in ("epoch", "step"):

@@ -160,9 +160,10 @@ class DMRGRankScheduler:
         A :class:`~tnadapt.optim.RankSchedule`, a dict ``{t: rank}`` (rank: int, per-bond
         list or :class:`~tnadapt.optim.SweepTarget`), or a callable ``t -> SweepTarget | None``.
     unit:
-        Required: ``"epoch"`` (call :meth:`step` after each epoch) or ``"step"`` (after each
-        ``optimizer.step()``, not after each micro-batch of gradient accumulation); the
-        schedule's ``t`` counts completed units.
+        ``"epoch"`` (default, the paper's setting: call :meth:`step` after each epoch) or
+        ``"step"`` (after each ``optimizer.step()``, not after each micro-batch of gradient
+        accumulation); the schedule's ``t`` counts completed units.  Pass it explicitly in
+        per-step loops — the scheduler cannot tell which kind of loop calls it.
     canonicalize:
         Passed to :func:`~tnadapt.tt.dmrg_sweep`: ``True`` (default) gives optimal per-bond
         truncation with exact error reports; ``False`` runs Algorithm 1 literally.
@@ -191,7 +192,7 @@ class DMRGRankScheduler:
         adapters: TTAdapterLike | Sequence[TTAdapterLike] | nn.Module,
         schedule: ScheduleLike,
         *,
-        unit: str,
+        unit: str = "epoch",
         canonicalize: bool = True,
         growth_noise: float = 1e-3,
         seed: int = 0,
