@@ -29,7 +29,7 @@ test: $(STAMP)
 BENCH_ROUNDS ?= 30
 bench: $(STAMP)
 	mkdir -p .benchmarks
-	$(BIN)/python -m pytest benchmarks benchmarks/bench_*.py --benchmark-enable --benchmark-only -q \
+	$(BIN)/python -m pytest benchmarks/test_*.py benchmarks/bench_*.py --benchmark-enable --benchmark-only -q \
 		--benchmark-min-rounds=$(BENCH_ROUNDS) --benchmark-json=.benchmarks/latest.json $(ARGS)
 	$(BIN)/python -m benchmarks.report .benchmarks/latest.json
 	$(BIN)/python -m benchmarks.interleaved --rounds $(BENCH_ROUNDS) --json .benchmarks/interleaved.json
