@@ -126,6 +126,8 @@ def test_default_targets_follow_the_models_naming(tmp_path: Path, capsys: pytest
         assert code == 0, err
         metrics = read_json(out / "metrics.json")
         assert metrics["lora_r8_params"] == 2 * 2 * 8 * (32 + 32)  # q_lin and v_lin of 2 layers at rank 8
+    lora_saved = read_json(tmp_path / "lora" / "adapter" / "lora_config.json")
+    assert lora_saved["spec"]["targets"] == ["q_lin", "v_lin"]  # the resolved names, for inspect and reloading
     saved = read_json(tmp_path / "metatt-4d" / "adapter" / "adapter_config.json")
     assert saved["config"]["target_modules"] == ["q_lin", "v_lin"]
     (group,) = saved["groups"].values()

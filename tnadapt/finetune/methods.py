@@ -94,6 +94,7 @@ class Attached:
     model: TextClassifier
     spec: MethodSpec
     lora_reference: int
+    targets: list[str]  # the adapted Linear names: spec.targets, or the model's q/v projections when None
 
     @property
     def is_tnadapt(self) -> bool:
@@ -137,7 +138,8 @@ class Attached:
         from ..nn.serialization import atomic_write_files, tensor_bytes
 
         state = {n: p for n, p in self.model.named_parameters() if "lora_" in n or n.startswith(HEAD_MODULE + ".")}
-        config = {"method": self.spec.method, "spec": self.spec.to_dict(), "num_labels": self.model.num_labels}
+        spec = {**self.spec.to_dict(), "targets": list(self.targets)}
+        config = {"method": self.spec.method, "spec": spec, "num_labels": self.model.num_labels}
         files = {
             LORA_WEIGHTS: tensor_bytes(state, {"format": "pt", "tnadapt_method": self.spec.method}),
             LORA_CONFIG: (json.dumps(config, indent=2) + "\n").encode(),
@@ -273,7 +275,7 @@ def attach(model: TextClassifier, spec: MethodSpec) -> Attached:
     elif spec.method == "lora":
         _attach_lora(model, spec, targets)
     model.heads.requires_grad_(spec.train_head)
-    attached = Attached(model, spec, reference)
+    attached = Attached(model, spec, reference, targets)
     if not attached.trainable():
         raise UserError("--freeze-head: with --adapter head nothing would train; drop --freeze-head")
     return attached
