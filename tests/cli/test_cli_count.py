@@ -86,6 +86,21 @@ def test_count_from_a_config_file_with_grouped_query_attention(
     assert len(names) == 32
 
 
+def test_count_builds_the_real_architecture_from_its_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A DistilBERT config: its own module names (q_lin/v_lin) are found and counted; unknown types use the dims."""
+    config = {"model_type": "distilbert", "dim": 32, "hidden_dim": 64, "n_layers": 3, "n_heads": 4, "vocab_size": 30}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    code, out, _ = run_cli(capsys, "count", "--model", str(tmp_path), "--adapter", "metatt-4d", "--rank", "4")
+    assert code == 0 and "q_lin,v_lin" in out
+    assert f"{formula_4d(32, 32, 3, 2, 4):,d}" in out
+    code, out, _ = run_cli(capsys, "count", "--model", str(tmp_path), "--adapter", "lora", "--targets", "lin1")
+    assert code == 0 and f"{3 * 8 * (32 + 64):,d}" in out  # the FFN's first Linear, 32 -> 64, in 3 layers
+    unknown = {"model_type": "not-a-model", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}
+    (tmp_path / "config.json").write_text(json.dumps(unknown))
+    code, out, _ = run_cli(capsys, "count", "--model", str(tmp_path), "--adapter", "lora", "--rank", "2")
+    assert code == 0 and "query,value" in out and f"{2 * 2 * 2 * (16 + 16):,d}" in out
+
+
 def test_python_dash_m_entry_point() -> None:
     argv = [
         sys.executable,

@@ -1,8 +1,11 @@
 """Trainable-parameter counts from model *shapes* only (no weights): the paper's parameter columns.
 
-A model's adaptable Linears are rebuilt as a weightless skeleton on the ``meta`` device from
-its dimensions (hidden size, layers, heads, key/value heads, MLP size), with the module names
-of the real architecture; the MetaTT/LoTR counts then come from :func:`tnadapt.nn.wrap`
+A model's adaptable Linears are rebuilt as a weightless skeleton on the ``meta`` device: from a
+``config.json`` the real architecture itself (``transformers.AutoModel.from_config``, so every
+module has its real name and shape and the default targets are found by
+:func:`tnadapt.nn.default_target_modules`), and for the paper's models (or a config transformers
+cannot build) from the dimensions (hidden size, layers, heads, key/value heads, MLP size) with
+BERT or Llama module names; the MetaTT/LoTR counts then come from :func:`tnadapt.nn.wrap`
 itself, and LoRA / VeRA from their definitions (LoRA: ``r (in + out)`` per matrix, VeRA:
 ``r + out`` per matrix).
 
@@ -19,6 +22,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,9 +54,15 @@ class ModelShape:
     heads: int
     intermediate: int
     kv_heads: int | None = None
+    #: A config.json transformers can build: :func:`skeleton` then builds the real architecture.
+    config_path: str | None = None
+    #: The default targets found in that architecture (``None``: by ``style``).
+    targets: tuple[str, ...] | None = None
 
     @property
     def default_targets(self) -> tuple[str, ...]:
+        if self.targets is not None:
+            return self.targets
         return ("query", "value") if self.style == "encoder" else ("q_proj", "v_proj")
 
 
@@ -117,6 +127,9 @@ def model_shape_from_config(path: str | os.PathLike[str]) -> ModelShape:
         raise UserError(
             f"--model: {str(path)!r} is neither a paper model ({', '.join(PAPER_MODELS)}) nor a config.json"
         )
+    built = _shape_from_transformers(cfg_path)
+    if built is not None:
+        return built
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         hidden = int(cfg["hidden_size"])
@@ -136,8 +149,54 @@ def model_shape_from_config(path: str | os.PathLike[str]) -> ModelShape:
     )
 
 
+def _meta_model(config_path: str) -> nn.Module:
+    """The architecture of ``config_path`` built by transformers on the ``meta`` device (no weights, no download)."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(config_path)
+    with torch.device("meta"):
+        return AutoModel.from_config(config)
+
+
+def _shape_from_transformers(cfg_path: Path) -> ModelShape | None:
+    """A :class:`ModelShape` backed by the real architecture, or ``None`` if transformers cannot build it."""
+    from ..nn import default_target_modules
+
+    try:
+        model = _meta_model(str(cfg_path))
+        config: Any = getattr(model, "config")  # noqa: B009 (nn.Module.__getattr__ is typed Tensor | Module)
+        hidden = int(config.hidden_size)
+        heads = int(config.num_attention_heads)
+        layers = int(config.num_hidden_layers)
+    except Exception:  # any failure (unknown model_type, missing key, no transformers): the raw-JSON route
+        return None
+    try:
+        targets: tuple[str, ...] | None = tuple(default_target_modules(model))
+    except ValueError:
+        targets = None
+    decoder = any(n.endswith("q_proj") for n, _ in model.named_modules())
+    kv = getattr(config, "num_key_value_heads", None)
+    try:
+        recorded = json.loads(cfg_path.read_text(encoding="utf-8")).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    return ModelShape(
+        name=str(recorded or cfg_path.parent.name or config.model_type),
+        style="decoder" if decoder else "encoder",
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        intermediate=int(getattr(config, "intermediate_size", None) or 4 * hidden),
+        kv_heads=int(kv) if kv else None,
+        config_path=str(cfg_path),
+        targets=targets,
+    )
+
+
 def skeleton(shape: ModelShape) -> nn.Module:
     """Weightless (``meta``) module tree with the architecture's adaptable Linears under their real names."""
+    if shape.config_path is not None:
+        return _meta_model(shape.config_path)
     d, f = shape.hidden, shape.intermediate
     kv = (shape.kv_heads or shape.heads) * (d // shape.heads)
 
