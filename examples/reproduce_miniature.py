@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tnadapt.finetune.errors import UserError
 from tnadapt.finetune.methods import MethodSpec
 from tnadapt.finetune.run import DataSpec, RunConfig, run
 from tnadapt.finetune.trainer import TrainSettings
@@ -166,4 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UserError as exc:  # a bad flag combination: one line, like the command line
+        print(f"reproduce_miniature: error: {exc}", file=sys.stderr)
+        sys.exit(2)
