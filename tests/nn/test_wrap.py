@@ -287,10 +287,13 @@ def test_t5_encoder_decoder_with_a_regex():
 
 
 def test_non_linear_matches_are_errors():
-    gpt2 = tiny_gpt2()
-    for targets in (["c_attn"], r".*\.c_attn"):  # GPT-2's Conv1D is not an nn.Linear
-        with pytest.raises(ValueError, match=r"'h\.0\.attn\.c_attn' matched but is a Conv1D.*nn\.Linear modules only"):
-            wrap(gpt2, MetaTTConfig(target_modules=targets))
+    gpt2 = tiny_gpt2()  # its Conv1D layers are targets (tests/nn/test_conv1d.py); its other parameterised modules not
+    with pytest.raises(
+        ValueError, match=r"'wte' matched but is a Embedding, not an nn\.Linear \(or transformers Conv1D\)"
+    ):
+        wrap(gpt2, MetaTTConfig(target_modules=["wte", "c_attn"]))
+    with pytest.raises(ValueError, match=r"'h\.0\.ln_1' matched but is a LayerNorm.*exclude_modules"):
+        wrap(gpt2, MetaTTConfig(target_modules=r"h\.0\.(ln_1|attn\.c_attn)"))
     assert not is_wrapped(gpt2)
     base = tiny_bert()
     # a regex must match the whole name ...
@@ -440,5 +443,6 @@ def test_default_targets_are_the_attention_query_value_projections():
     llama = tiny_llama()
     wrap(llama, MetaTTConfig(target_modules=default_target_modules(llama), rank=2))
     assert sorted(t.rsplit(".", 1)[-1] for t in get_container(llama).targets) == ["q_proj"] * 2 + ["v_proj"] * 2
+    assert default_target_modules(tiny_gpt2()) == ["c_attn"]  # fused Conv1D c_attn, as peft defaults
     with pytest.raises(ValueError, match=r"no attention query/value projections found.*Linear modules are: none"):
-        default_target_modules(tiny_gpt2())  # fused Conv1D c_attn: nothing to default to
+        default_target_modules(nn.Sequential(nn.Conv1d(4, 4, 1)))

@@ -95,14 +95,18 @@ def _apply_merge(model: nn.Module, indices: dict[str, int], sign: float) -> None
     with torch.no_grad():
         for layer in adapted_modules(model).values():
             owner = container.owner(layer.group)
-            weight = layer.base_layer.weight
+            weight = layer.weight
             delta = owner.delta_weight(**layer.key, **indices)
+            if layer.fan_in_fan_out:  # Conv1D stores its weight (in, out)
+                delta = delta.T
             weight.add_(delta.to(device=weight.device, dtype=weight.dtype), alpha=sign)
             layer.merged = sign > 0
 
 
 def merge(model: nn.Module, **indices: int) -> None:
     """Fold each layer's update into its base weight (``weight += ΔW``); adapters then cost nothing.
+
+    A ``Conv1D`` target stores its weight ``(in, out)`` and gets ``ΔWᵀ`` added instead.
 
     Per-call modes (e.g. ``task``) need one ``int`` each here.  While merged the adapter
     branch is skipped, so training the cores has no effect until :func:`unmerge`.

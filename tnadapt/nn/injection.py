@@ -3,8 +3,8 @@
 Family-agnostic.  ``wrap(model, config)`` matches targets (:mod:`tnadapt.nn.targets`), asks
 the config's family (:mod:`tnadapt.nn.family`) to build one owner module per shape group,
 registers all owners once under ``model.tnadapt`` (an :class:`AdapterContainer`), freezes
-every other parameter, and replaces each target ``nn.Linear`` in place by an
-:class:`AdaptedLinear` that keeps the frozen Linear as ``base_layer`` plus its group name
+every other parameter, and replaces each target ``nn.Linear`` (or GPT-2 ``Conv1D``) in place by an
+:class:`AdaptedLinear` that keeps the frozen layer as ``base_layer`` plus its group name
 and key.  The wrapper holds a *non-registered* reference to the container and looks the
 owner up at call time, so ``state_dict()``, ``parameters()``, ``.to()`` and safetensors see
 each shared tensor exactly once and dtype/device moves just work.
@@ -30,7 +30,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .family import AdapterGroup, AdapterOwner, get_family
-from .targets import match_targets
+from .targets import is_conv1d, linear_shape, match_targets
 
 __all__ = [
     "CONTAINER_ATTR",
@@ -109,21 +109,23 @@ class AdapterContainer(nn.Module):
 
 
 class AdaptedLinear(nn.Module):
-    """A frozen ``nn.Linear`` (``base_layer``) plus the update of slice ``key`` of owner ``group``.
+    """A frozen ``nn.Linear`` or GPT-2 ``Conv1D`` (``base_layer``) plus the update of slice ``key`` of owner ``group``.
 
     ``forward(x) = base_layer(x) + owner.forward_delta(x, key)`` (``x (..., in) -> (..., out)``);
     only ``base_layer(x)`` when merged or disabled.  Extra keyword arguments to ``forward``
     are per-call indices (e.g. ``task=ids``), like :func:`tnadapt.nn.adapter_context`.
-    ``weight``/``bias``/``in_features``/``out_features`` read through to the base layer.
+    ``weight``/``bias``/``in_features``/``out_features`` read through to the base layer;
+    ``fan_in_fan_out`` is ``True`` for a ``Conv1D``, whose weight is stored ``(in, out)``.
     """
 
-    def __init__(self, base_layer: nn.Linear, container: AdapterContainer, group: str, key: Mapping[str, int]) -> None:
+    def __init__(self, base_layer: nn.Module, container: AdapterContainer, group: str, key: Mapping[str, int]) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.__dict__["_container"] = container  # plain reference: not a submodule, not in state_dict
         self.group = group
         self.key: dict[str, int] = dict(key)
         self.merged = False
+        self.fan_in_fan_out = is_conv1d(base_layer)
 
     @property
     def container(self) -> AdapterContainer:
@@ -136,19 +138,19 @@ class AdaptedLinear(nn.Module):
 
     @property
     def in_features(self) -> int:
-        return self.base_layer.in_features
+        return linear_shape(self.base_layer)[0]
 
     @property
     def out_features(self) -> int:
-        return self.base_layer.out_features
+        return linear_shape(self.base_layer)[1]
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
+        return cast(torch.Tensor, self.base_layer.weight)
 
     @property
     def bias(self) -> torch.Tensor | None:
-        return self.base_layer.bias
+        return cast("torch.Tensor | None", self.base_layer.bias)
 
     def forward(self, x: torch.Tensor, **index: Any) -> torch.Tensor:
         out = self.base_layer(x)
@@ -218,16 +220,19 @@ def _match_modules_to_save(model: nn.Module, names: Sequence[str] | None, target
     return found
 
 
-def check_target(model: nn.Module, name: str, owner: nn.Module | AdapterOwner) -> nn.Linear:
-    """The ``nn.Linear`` at ``name``, checked against the owner's ``(in_features, out_features)``."""
+def check_target(model: nn.Module, name: str, owner: nn.Module | AdapterOwner) -> nn.Module:
+    """The ``nn.Linear`` (or ``Conv1D``) at ``name``, checked against the owner's ``(in_features, out_features)``."""
     try:
         module = model.get_submodule(name)
     except AttributeError:
         raise ValueError(f"targets: the model has no module {name!r}") from None
-    if not isinstance(module, nn.Linear):
-        raise ValueError(f"targets: {name!r} is a {type(module).__name__}, expected nn.Linear")
+    try:
+        got = linear_shape(module)
+    except TypeError:
+        raise ValueError(
+            f"targets: {name!r} is a {type(module).__name__}, expected nn.Linear (or transformers Conv1D)"
+        ) from None
     want = (int(cast(AdapterOwner, owner).in_features), int(cast(AdapterOwner, owner).out_features))
-    got = (module.in_features, module.out_features)
     if want != got:
         raise ValueError(f"targets: {name!r} has (in_features, out_features) = {got}, the adapter expects {want}")
     return module
@@ -244,7 +249,7 @@ def inject(
 
     Freezes all existing parameters, registers the container as ``model.tnadapt``, makes
     the owners (and ``config.modules_to_save``) trainable iff ``trainable``, and replaces
-    each target Linear by an :class:`AdaptedLinear`.
+    each target Linear (or ``Conv1D``) by an :class:`AdaptedLinear`.
     """
     if is_wrapped(model):
         raise ValueError(f"model: already wrapped (has '{CONTAINER_ATTR}'); call tnadapt.nn.unwrap(model) first")
@@ -299,7 +304,7 @@ def wrap(model: nn.Module, config: AdapterConfig) -> nn.Module:
 
 
 def unload(model: nn.Module) -> nn.Module:
-    """Put the base Linears back and remove the container, *without* touching the weights."""
+    """Put the base layers back and remove the container, *without* touching the weights."""
     container = get_container(model)
     for name, layer in adapted_modules(model).items():
         replace_module(model, name, layer.base_layer)

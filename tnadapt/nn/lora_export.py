@@ -7,7 +7,9 @@ different ranks (shape groups with different first bonds) are zero-padded to one
 scaling ``lora_alpha / r`` is 1.  peft is *not* imported here; the written directory is
 ``adapter_config.json`` (``peft_type: LORA``) + ``adapter_model.safetensors`` with peft's key
 names ``base_model.model.<module>.lora_A.weight`` / ``lora_B.weight`` (``modules_to_save``
-tensors as ``base_model.model.<module>.<param>``).
+tensors as ``base_model.model.<module>.<param>``).  GPT-2 ``Conv1D`` targets export with
+``fan_in_fan_out: true`` and the same ``A (r, in)`` / ``B (out, r)`` factors (peft's LoRA forward
+does not depend on the flag; its merge adds ``(B @ A)ᵀ`` to the ``(in, out)`` weight).
 
 >>> import torch
 >>> from torch import nn
@@ -77,6 +79,9 @@ def export_lora(
     Per-call modes (e.g. ``task=2``) select which slice to export.  Returns the directory.
     """
     factors = lora_factors(model, **indices)
+    # peft's LoRA forward is x @ Aᵀ @ Bᵀ for Linear and Conv1D alike; fan_in_fan_out only tells its merge to add
+    # (B @ A)ᵀ to a Conv1D's (in, out) weight, so the factor layout is the same either way
+    fan_in_fan_out = any(layer.fan_in_fan_out for layer in adapted_modules(model).values())
     rank = max(a.shape[0] for a, _ in factors.values())
     tensors: dict[str, torch.Tensor] = {}
     for name, (a, b) in factors.items():
@@ -96,7 +101,7 @@ def export_lora(
         "target_modules": "^(" + "|".join(re.escape(n) for n in factors) + ")$",
         "lora_dropout": 0.0,
         "bias": "none",
-        "fan_in_fan_out": False,
+        "fan_in_fan_out": fan_in_fan_out,
         "use_rslora": False,
         "use_dora": False,
         "init_lora_weights": True,

@@ -1,4 +1,4 @@
-"""Which ``nn.Linear`` modules of a model get adapted, and their layer/matrix/shape labels.
+"""Which ``nn.Linear`` (or GPT-2 ``Conv1D``) modules of a model get adapted, and their layer/matrix/shape labels.
 
 Family-agnostic: every adapter family (MetaTT, TeRA, ...) receives the same list of
 :class:`TargetInfo` and decides how to parameterise it.
@@ -12,10 +12,9 @@ Matching rules (in the spirit of peft's ``LoraConfig``):
   (``re.fullmatch``); the matrix name is the module path with the layer number that the
   layer rule below found replaced by ``*`` (``encoder.layer.*.attention.self.query``), or
   the full path when there is no layer id.  Matched containers of Linears and parameterless modules (activations,
-  dropout) are skipped; a matched module that has parameters but is not an ``nn.Linear``
-  (``LayerNorm``, ``Embedding``, GPT-2's ``Conv1D``) is an error rather than silently left
-  out.  A list entry that names a module which neither is nor contains an ``nn.Linear`` is
-  an error too.
+  dropout) are skipped; a matched module that has parameters but is not adaptable
+  (``LayerNorm``, ``Embedding``) is an error rather than silently left out.  A list entry
+  that names a module which neither is nor contains an adaptable module is an error too.
 * ``exclude_modules``: the same rules, applied after matching; matches are dropped.
 * The *layer id* is found by ``layer_index_fn(name)`` if given, else from ``layers_pattern``:
   a regex whose first group is the layer number, or a plain ModuleList name like peft's
@@ -24,7 +23,11 @@ Matching rules (in the spirit of peft's ``LoraConfig``):
   segment such as Sequential's ``"0"`` is the module itself, not a layer).  Modules
   without a layer id get ``None``.
 
-Only ``nn.Linear`` (and subclasses) can be targeted.  ``nn.MultiheadAttention`` is refused:
+Only ``nn.Linear`` (and subclasses) and transformers' GPT-2-style ``Conv1D`` can be targeted.
+``Conv1D`` (detected by :func:`is_conv1d`, without importing transformers) computes
+``x @ W + b`` with ``W`` stored ``(in, out)``; its ``in_features``/``out_features`` are
+``W.shape[0]``/``W.shape[1]``, and merging adds ``ΔWᵀ`` (peft's ``fan_in_fan_out``).
+``nn.MultiheadAttention`` is refused:
 it reads ``out_proj.weight`` directly (its ``in_proj`` is not a Linear at all), so a
 wrapper on ``out_proj`` would never run; adapt ``linear1``/``linear2`` of
 ``nn.TransformerEncoderLayer`` instead.
@@ -42,6 +45,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -53,7 +57,10 @@ __all__ = [
     "default_target_modules",
     "group_by_shape",
     "group_dtype_device",
+    "is_adaptable",
+    "is_conv1d",
     "layer_index",
+    "linear_shape",
     "match_targets",
     "shape_group_name",
 ]
@@ -64,22 +71,57 @@ DEFAULT_LAYER_REGEX = r"(?:^|\.)(\d+)\."
 LayerIndexFn = Callable[[str], "int | None"]
 
 
+def is_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is a transformers GPT-2-style ``Conv1D`` (``x @ W + b``, ``W`` of shape ``(in, out)``).
+
+    Recognised by class name ``Conv1D``, a 2-D ``weight`` and an ``nf`` attribute, so transformers
+    need not be imported (``torch.nn.Conv1d`` is a different class and does not match).
+    """
+    weight = getattr(module, "weight", None)
+    return (
+        type(module).__name__ == "Conv1D"
+        and not isinstance(module, nn.Linear)
+        and isinstance(weight, torch.Tensor)
+        and weight.ndim == 2
+        and hasattr(module, "nf")
+    )
+
+
+def is_adaptable(module: nn.Module) -> bool:
+    """Whether ``module`` can be a target: an ``nn.Linear`` or a GPT-2-style ``Conv1D``."""
+    return isinstance(module, nn.Linear) or is_conv1d(module)
+
+
+def linear_shape(module: nn.Module) -> tuple[int, int]:
+    """``(in_features, out_features)`` of an ``nn.Linear`` (weight ``(out, in)``) or a ``Conv1D`` (weight ``(in, out)``).
+
+    >>> linear_shape(nn.Linear(3, 5))
+    (3, 5)
+    """
+    if isinstance(module, nn.Linear):
+        return int(module.in_features), int(module.out_features)
+    if is_conv1d(module):
+        rows, cols = cast(torch.Tensor, module.weight).shape
+        return int(rows), int(cols)
+    raise TypeError(f"module: expected an nn.Linear or a transformers Conv1D, got {type(module).__name__}")
+
+
 @dataclass(frozen=True)
 class TargetInfo:
-    """One matched ``nn.Linear``: ``name`` in ``model.named_modules()``, its layer id and matrix name."""
+    """One matched ``nn.Linear`` or ``Conv1D``: ``name`` in ``model.named_modules()``, its layer id and matrix name."""
 
     name: str
-    module: nn.Linear
+    module: nn.Module
     layer: int | None
     matrix: str
 
     @property
     def in_features(self) -> int:
-        return int(self.module.in_features)
+        return linear_shape(self.module)[0]
 
     @property
     def out_features(self) -> int:
-        return int(self.module.out_features)
+        return linear_shape(self.module)[1]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -156,10 +198,9 @@ def _matcher(spec: str | Sequence[str] | None, argname: str) -> Callable[[str], 
     return match
 
 
-_NOT_LINEAR_HINT = {
-    "Conv1D": " (transformers' GPT-2-style Conv1D keeps its weight as (in, out) and is a different class; "
-    "tnadapt adapts nn.Linear modules only)",
-}
+def _adaptable_names(model: nn.Module) -> str:
+    names = [n for n, m in model.named_modules() if n and is_adaptable(m)]
+    return ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "") or "none"
 
 
 def match_targets(
@@ -170,10 +211,10 @@ def match_targets(
     layers_pattern: str | None = None,
     layer_index_fn: LayerIndexFn | None = None,
 ) -> list[TargetInfo]:
-    """All ``nn.Linear`` modules selected by ``target_modules`` minus ``exclude_modules``.
+    """All ``nn.Linear`` / ``Conv1D`` modules selected by ``target_modules`` minus ``exclude_modules``.
 
     Raises ``ValueError`` when nothing matches (listing the model's Linear names) or when a
-    match is not an ``nn.Linear`` / sits inside ``nn.MultiheadAttention``.
+    match is not adaptable (see :func:`is_adaptable`) / sits inside ``nn.MultiheadAttention``.
     """
     include = _matcher(target_modules, "target_modules")
     exclude = _matcher(exclude_modules, "exclude_modules")
@@ -196,14 +237,13 @@ def match_targets(
                 "directly (out_proj.weight, in_proj_weight) and never calls the Linear; it cannot be adapted. "
                 "Target linear1/linear2 or use an attention module built from nn.Linear layers"
             )
-        if not isinstance(module, nn.Linear):
-            has_linear = any(isinstance(m, nn.Linear) for m in module.modules())
+        if not is_adaptable(module):
+            has_linear = any(is_adaptable(m) for m in module.modules())
             regex = isinstance(target_modules, str)
             if (not regex and not has_linear) or (regex and not has_linear and any(True for _ in module.parameters())):
                 raise ValueError(
-                    f"target_modules: {name!r} matched but is a {type(module).__name__}, not an nn.Linear"
-                    + _NOT_LINEAR_HINT.get(type(module).__name__, "")
-                    + ("; narrow the regex or add it to exclude_modules" if regex else "")
+                    f"target_modules: {name!r} matched but is a {type(module).__name__}, not an nn.Linear "
+                    "(or transformers Conv1D)" + ("; narrow the regex or add it to exclude_modules" if regex else "")
                 )
             continue  # a container (or parameterless module) whose name matched; Linears match on their own names
         span: tuple[int, int] | None = None
@@ -218,12 +258,10 @@ def match_targets(
             matrix = _layerless(name, layer, span)
         found.append(TargetInfo(name=name, module=module, layer=layer, matrix=matrix))
     if not found:
-        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        shown = ", ".join(linears[:12]) + (f", ... ({len(linears)} in all)" if len(linears) > 12 else "")
         raise ValueError(
             f"target_modules: no nn.Linear matched {target_modules!r}"
             + (f" (after excluding {exclude_modules!r})" if exclude_modules else "")
-            + f"; the model's Linear modules are: {shown or 'none'}"
+            + f"; the model's Linear modules are: {_adaptable_names(model)}"
         )
     return found
 
@@ -245,8 +283,10 @@ def default_target_modules(model: nn.Module) -> list[str]:
 
     Returns the first pair of :data:`QUERY_VALUE_NAMES` whose both names are the last path
     segment of some ``nn.Linear`` in ``model`` (so it works for architectures that follow one of
-    the conventions without a per-model table).  Raises ``ValueError`` listing the model's Linear
-    modules when none does (e.g. GPT-2's fused ``Conv1D`` ``c_attn``): pass ``target_modules``.
+    the conventions without a per-model table).  Failing that, a GPT-2-style model whose fused
+    query/key/value projection is a ``Conv1D`` named ``c_attn`` gets ``["c_attn"]`` (peft's default
+    for GPT-2).  Raises ``ValueError`` listing the model's Linear modules when neither applies:
+    pass ``target_modules``.
 
     >>> from torch import nn
     >>> class Attention(nn.Module):
@@ -260,12 +300,12 @@ def default_target_modules(model: nn.Module) -> list[str]:
     for pair in QUERY_VALUE_NAMES:
         if set(pair) <= last:
             return list(pair)
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    shown = ", ".join(linears[:12]) + (f", ... ({len(linears)} in all)" if len(linears) > 12 else "")
+    if any(name.rsplit(".", 1)[-1] == "c_attn" and is_conv1d(m) for name, m in model.named_modules()):
+        return ["c_attn"]
     raise ValueError(
         "target_modules: no attention query/value projections found (looked for "
         + ", ".join("/".join(p) for p in QUERY_VALUE_NAMES)
-        + f"); give the names to adapt. The model's Linear modules are: {shown or 'none'}"
+        + f", or a Conv1D c_attn); give the names to adapt. The model's Linear modules are: {_adaptable_names(model)}"
     )
 
 
@@ -292,7 +332,7 @@ def group_dtype_device(
     >>> group_dtype_device(t), group_dtype_device(t, "float64")[0]
     ((torch.float32, device(type='cpu')), torch.float64)
     """
-    weight = members[0].module.weight
+    weight = cast(torch.Tensor, members[0].module.weight)
     if dtype_name is None:
         return weight.dtype, weight.device
     dtype = getattr(torch, dtype_name, None)
