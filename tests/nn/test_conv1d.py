@@ -187,6 +187,25 @@ def test_peft_loads_fan_in_fan_out_export(tmp_path):
     torch.testing.assert_close(out(peft_model.merge_and_unload()), want, atol=1e-5, rtol=1e-4)
 
 
+def test_compress_a_fan_in_fan_out_peft_lora_exactly(tmp_path):
+    """peft's GPT-2 LoRA (fan_in_fan_out) stores A (r, in), B (out, r) like any LoRA: compress_lora reproduces it."""
+    peft = pytest.importorskip("peft")
+    from tnadapt.nn import compress_lora
+
+    base = tiny_gpt2().double()
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True, lora_dropout=0.0)
+    lora = peft.get_peft_model(copy.deepcopy(base), config)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
+    lora.eval().save_pretrained(tmp_path / "lora")
+    model, report = compress_lora(copy.deepcopy(base), [tmp_path / "lora"])
+    assert report.max_relative_error < 1e-12
+    torch.testing.assert_close(out(model), out(lora), atol=1e-10, rtol=0)
+
+
 def test_default_targets_for_gpt2():
     gpt2 = tiny_gpt2()
     assert default_target_modules(gpt2) == ["c_attn"]

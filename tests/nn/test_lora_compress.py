@@ -151,7 +151,7 @@ def test_dict_input_missing_modules_and_warm_start_training():
 
 def test_errors(three_tasks, tmp_path):
     directory = three_tasks[0][0]
-    with pytest.raises(ValueError, match=r"not nn\.Linear modules"):
+    with pytest.raises(ValueError, match=r"not nn\.Linear \(or Conv1D\) modules"):
         compress_lora(nn.Sequential(nn.Linear(16, 16)), directory)
     model, _ = compress_lora(nn.Sequential(nn.Linear(4, 4)), {"0": (torch.ones(1, 4), torch.ones(4, 1))})
     with pytest.raises(ValueError, match="already wrapped"):

@@ -87,7 +87,6 @@ def _read_peft_dir(directory: Path, allow_extra: bool) -> LoraFactors:
         raise ValueError(f"{config_path}: expected a peft LoRA adapter (peft_type 'LORA'), got {got!r}")
     for flag, why in (
         ("use_dora", "DoRA rescales the weight columns; its update is not B @ A"),
-        ("fan_in_fan_out", "fan_in_fan_out targets (GPT-2 Conv1D) are not nn.Linear"),
         ("lora_bias", "a LoRA bias is not part of the low-rank update"),
     ):
         if cfg.get(flag):
@@ -313,7 +312,7 @@ def compress_lora(
     found = {t.name: t for t in targets}
     missing = [n for n in names if n not in found]
     if missing:
-        raise ValueError(f"adapters: module(s) {missing[:5]} are not nn.Linear modules of the model")
+        raise ValueError(f"adapters: module(s) {missing[:5]} are not nn.Linear (or Conv1D) modules of the model")
     for t, task in enumerate(tasks):
         for name, (a, b) in task.items():
             info = found[name]
