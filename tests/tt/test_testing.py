@@ -27,14 +27,30 @@ from tnadapt.tt import TensorTrain
 
 
 @given(
-    tensor_trains(orders=range(1, 6), mode_sizes=range(1, 6), ranks=range(1, 6), max_numel=200, canonical=st.booleans())
+    tensor_trains(
+        orders=range(3, 5),
+        mode_sizes=range(3, 6),
+        ranks=range(6, 8),
+        dtypes=torch.complex64,
+        max_numel=10_000,
+        canonical=st.booleans(),
+    )
 )
 def test_tensor_trains_respect_their_parameters(x: TensorTrain) -> None:
-    assert 1 <= x.order <= 5 and x.numel_dense <= 200
-    assert all(1 <= n <= 5 for n in x.shape) and all(1 <= r <= 5 for r in x.bond_dims)
-    assert x.dtype in testing.DTYPES and x.device.type == "cpu"
-    if x.center is not None:
+    # Ranges that exclude the defaults' values, so a strategy that ignored a parameter fails here.
+    assert x.order in (3, 4) and all(3 <= n <= 5 for n in x.shape)
+    assert x.dtype == torch.complex64 and x.device.type == "cpu"
+    if x.center is None:  # not minimal: ranks above what the modes support stay
+        assert all(r in (6, 7) for r in x.bond_dims)
+    else:  # the orthogonalising QRs can only drop redundant rank
+        assert all(r <= 7 for r in x.bond_dims)
         assert_canonical(x, atol=10 * testing.default_rtol(x.dtype))
+
+
+@given(tensor_trains(orders=range(3, 5), mode_sizes=range(4, 6), max_numel=30))
+def test_tensor_trains_shrink_modes_to_max_numel(x: TensorTrain) -> None:
+    # 4^3 = 64 > 30 already: the modes are always reduced, never below 1.
+    assert x.numel_dense <= 30 and min(x.shape) >= 1 and min(x.shape) < 4
 
 
 @given(tensor_trains(orders=range(1, 6), ranks=range(1, 8), dtypes=torch.float64, minimal=True))
@@ -74,8 +90,16 @@ def test_tensor_trains_with_spectra_have_exactly_those_spectra(ex: testing.TTWit
 
 @given(testing.spectra(max_len=6, ratios=(1e-1, 1e-3)))
 def test_spectra_are_descending_positive_and_start_at_one(s: torch.Tensor) -> None:
-    assert 1 <= len(s) <= 6 and s.dtype == torch.float64
-    assert float(s[0]) == 1.0 and bool((s > 0).all()) and bool((s[:-1] >= s[1:]).all())
+    assert s.dtype == torch.float64 and float(s[0]) == 1.0
+    assert bool((s >= 1e-3**5).all()) and bool((s[:-1] >= s[1:]).all())  # positive down to q_min^(n-1)
+
+
+@given(testing.spectra(max_len=4, min_len=2, kinds=["geometric"], ratios=(1e-1, 1e-3)))
+def test_geometric_spectra_follow_one_of_the_ratios(s: torch.Tensor) -> None:
+    assert 2 <= len(s) <= 4
+    q = float(s[1])
+    assert q in (1e-1, 1e-3)
+    assert_dense_close(s, torch.tensor([q**j for j in range(len(s))], dtype=torch.float64), rtol=1e-14)
 
 
 def test_tt_with_spectra_norm_and_mode_sizes() -> None:
