@@ -36,6 +36,7 @@ from ..tt import TensorTrain
 from ..tt.init import INIT_NAMES, make_cores
 from .config import STRUCTURAL_MODES, AdapterConfig, MetaTTConfig
 from .family import AdapterFamily, AdapterGroup, register_family
+from .parameters import release_grad_accumulator
 from .targets import TargetInfo, group_by_shape, group_dtype_device
 
 __all__ = [
@@ -313,13 +314,9 @@ class GlobalTTAdapter(nn.Module):
                 )
         TensorTrain(cores)  # validates chained and boundary ranks
         for param, new in zip(self.cores, cores):
-            value = new.detach().to(device=param.device, dtype=param.dtype).clone()
-            # ``param.data = value`` drops the cached AccumulateGrad node only on a dtype/device
-            # change, not on a shape change: pass through a placeholder of another dtype.
-            other = torch.float32 if param.dtype == torch.float64 else torch.float64
-            param.data = torch.empty(0, dtype=other, device=param.device)
-            param.data = value
+            param.data = new.detach().to(device=param.device, dtype=param.dtype).clone()
             param.grad = None
+            release_grad_accumulator(param)
 
     # ------------------------------------------------------------------ slices
     def _live_cores(self) -> list[torch.Tensor]:

@@ -14,7 +14,7 @@ the optimizer state of the cores is reset.  The scheduler does this in place:
 3. writes the new cores into the **same** ``nn.Parameter`` objects (``adapter.set_cores``),
    clears their gradients and autograd's cached gradient accumulators (so a graph still
    alive from the last step cannot impose the old shapes, see
-   :func:`~tnadapt.optim.state.release_grad_accumulator`), drops their optimizer state (re-initialising it for eager
+   :func:`~tnadapt.nn.parameters.release_grad_accumulator`), drops their optimizer state (re-initialising it for eager
    optimizers such as Adagrad, see :mod:`tnadapt.optim.state`) and leaves every other
    parameter's state untouched.  The optimizer's param groups, LR schedulers and
    gradient scalers keep working, and training continues with the next
