@@ -29,10 +29,7 @@ def stable_norm(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """
     if x.numel() == 0:
         return torch.linalg.vector_norm(x, dim=dim)
-    if dim is None:
-        scale = x.detach().abs().amax()
-        safe = torch.where((scale > 0) & torch.isfinite(scale), scale, torch.ones_like(scale))
-        return torch.linalg.vector_norm(x / safe) * safe
-    scale = x.detach().abs().amax(dim=dim, keepdim=True)
+    scale = x.detach().abs().amax(dim=() if dim is None else dim, keepdim=True)
     safe = torch.where((scale > 0) & torch.isfinite(scale), scale, torch.ones_like(scale))
-    return torch.linalg.vector_norm(x / safe, dim=dim) * safe.squeeze(dim)
+    norms = torch.linalg.vector_norm(x / safe, dim=dim)
+    return norms * (safe.reshape(()) if dim is None else safe.squeeze(dim))

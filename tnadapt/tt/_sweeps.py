@@ -16,7 +16,7 @@ import torch
 from . import linalg
 from ._numerics import stable_norm
 from .canonical import left_qr_step, right_qr_step
-from .truncation import select_rank
+from .truncation import _select_rank
 
 
 def feasible_ranks(shape: Sequence[int], ranks: Sequence[int]) -> list[int]:
@@ -75,7 +75,7 @@ def _svd_step_right(
 ) -> tuple[int, torch.Tensor]:
     r0, n, r1 = cores[k].shape
     u, s, vh = linalg.svd(cores[k].reshape(r0 * n, r1))
-    rank = select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+    rank = _select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
     cores[k] = u[:, :rank].reshape(r0, n, rank)
     nxt = cores[k + 1]
     cores[k + 1] = ((s[:rank].to(vh.dtype).unsqueeze(1) * vh[:rank]) @ nxt.reshape(r1, -1)).reshape(
@@ -95,7 +95,7 @@ def _svd_step_left(
 ) -> tuple[int, torch.Tensor]:
     r0, n, r1 = cores[k].shape
     u, s, vh = linalg.svd(cores[k].reshape(r0, n * r1))
-    rank = select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+    rank = _select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
     cores[k] = vh[:rank].reshape(rank, n, r1)
     prev = cores[k - 1]
     cores[k - 1] = (prev.reshape(-1, r0) @ (u[:, :rank] * s[:rank].to(u.dtype).unsqueeze(0))).reshape(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from . import linalg
-from ._errors import check_finite, check_positive_float, check_rank_spec
+from ._errors import check_finite, check_min_rank, check_positive_float, check_rank_spec
 from ._numerics import stable_norm
 from ._sweeps import drop_redundant_ranks
 from .tensor_train import TensorTrain
@@ -50,6 +50,7 @@ def tt_svd(
         raise ValueError(f"tensor: expected a floating or complex dtype, got {tensor.dtype}")
     check_positive_float("eps", eps)
     check_positive_float("cutoff", cutoff)
+    check_min_rank(min_rank)
     check_finite("tensor", tensor)
     d = tensor.ndim
     caps = check_rank_spec("max_rank", max_rank, d - 1)

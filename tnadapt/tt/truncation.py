@@ -75,6 +75,18 @@ def select_rank(
     2
     """
     check_truncation_criteria(max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+    return _select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+
+
+def _select_rank(
+    s: torch.Tensor,
+    *,
+    max_rank: int | None,
+    abs_tol: float | torch.Tensor | None,
+    cutoff: float | None,
+    min_rank: int,
+) -> int:
+    """:func:`select_rank` without the criteria checks: the per-bond step of sweeps whose entry point validated."""
     n = s.shape[-1]
     upper = n if max_rank is None else min(max_rank, n)
     lower = max(1, min(min_rank, upper))
@@ -176,14 +188,15 @@ def truncate_spectrum(
     """Rank ``k`` chosen by :func:`select_rank` and the discarded norm ``sqrt(sum_{j>=k} s_j**2)``.
 
     For algorithms that compute the singular values their own way (TT-SVD without
-    ``Vh``, the factored two-site split) and then slice the factors themselves.
+    ``Vh``, the factored two-site split) and then slice the factors themselves; the caller
+    validates the criteria once (this runs per bond and does not re-check them).
 
     >>> import torch
     >>> k, gone = truncate_spectrum(torch.tensor([3.0, 4.0e-3, 3.0e-3]), max_rank=1)
     >>> k, round(float(gone), 6)
     (1, 0.005)
     """
-    k = select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
+    k = _select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
     tail = s[k:]
     return k, stable_norm(tail) if tail.numel() else s.new_zeros(())
 
