@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..tt._errors import check_min_rank
+
 __all__ = [
     "ExplicitSchedule",
     "LinearSchedule",
@@ -115,8 +117,8 @@ class SweepTarget:
             object.__setattr__(self, "max_rank", _rank_spec("max_rank", self.max_rank))
         object.__setattr__(self, "eps", _tolerance("eps", self.eps))
         object.__setattr__(self, "cutoff", _tolerance("cutoff", self.cutoff))
-        if isinstance(self.min_rank, bool) or not isinstance(self.min_rank, int) or self.min_rank < 1:
-            raise ValueError(f"min_rank: expected an int >= 1, got {self.min_rank!r}")
+        check_min_rank(self.min_rank)
+        object.__setattr__(self, "min_rank", int(self.min_rank))  # numpy ints too, stored JSON-ready
         if self.ranks is not None and self.min_rank != 1:
             raise ValueError(f"min_rank: only a tolerance target (eps/cutoff) uses it, got min_rank={self.min_rank}")
         if self.max_rank is not None:
