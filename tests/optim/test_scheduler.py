@@ -6,6 +6,7 @@ import copy
 import inspect
 import json
 import logging
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -129,6 +130,23 @@ def test_mixed_target_truncates_some_bonds_and_grows_others() -> None:
     torch.testing.assert_close(a.tt().full().detach(), round_tt(x, max_rank=[4, 2, 4]).tt.full(), rtol=1e-9, atol=1e-10)
 
 
+def _sequential_svd_ranks(dense: torch.Tensor, keep: Callable[[torch.Tensor], int]) -> tuple[list[int], list]:
+    """Dense reference of a tolerance sweep: left-to-right SVDs, bond k keeping ``keep(s_k)`` values.
+
+    Returns the ranks and each bond's singular values.
+    """
+    shape = dense.shape
+    c, r, ranks, spectra = dense.reshape(shape[0], -1), 1, [], []
+    for k in range(len(shape) - 1):
+        c = c.reshape(r * shape[k], -1)
+        _, s, vh = torch.linalg.svd(c, full_matrices=False)
+        rk = keep(s)
+        ranks.append(rk)
+        spectra.append(s)
+        c, r = s[:rk, None] * vh[:rk], rk
+    return ranks, spectra
+
+
 def test_tolerance_cutoff_picks_smallest_rank() -> None:
     a = _adapter(rank=[6, 8, 5])
     dense = a.tt().full().detach()
@@ -137,18 +155,14 @@ def test_tolerance_cutoff_picks_smallest_rank() -> None:
         torch.optim.SGD(a.parameters(), lr=0.1), a, ToleranceSchedule(at=[1], cutoff=cutoff), unit="epoch"
     )
     (rec,) = sched.step()
-    # Dense reference: the sequential SVD with the same per-bond rule.
-    shape = dense.shape
-    c, r, ranks = dense.reshape(shape[0], -1), 1, []
-    for k in range(len(shape) - 1):
-        c = c.reshape(r * shape[k], -1)
-        _, s, vh = torch.linalg.svd(c, full_matrices=False)
+
+    def keep(s: torch.Tensor) -> int:  # the fewest values whose dropped weight fraction is <= cutoff
         w = s**2 / (s**2).sum()
         tail = torch.flip(torch.cumsum(torch.flip(w, (0,)), 0), (0,))  # tail[j] = weight dropped keeping j
-        rk = next(j for j in range(1, s.numel() + 1) if (tail[j] if j < s.numel() else 0.0) <= cutoff)
-        ranks.append(rk)
-        assert rec.discarded_weight[k] <= cutoff + 1e-12
-        c, r = s[:rk, None] * vh[:rk], rk
+        return next(j for j in range(1, s.numel() + 1) if (tail[j] if j < s.numel() else 0.0) <= cutoff)
+
+    ranks, _ = _sequential_svd_ranks(dense, keep)
+    assert all(float(w) <= cutoff + 1e-12 for w in rec.discarded_weight)
     assert rec.ranks_after == (1, *ranks, 1)
     assert rec.ranks_after != rec.ranks_before
 
@@ -183,17 +197,14 @@ def test_tolerance_eps_picks_smallest_rank_per_bond() -> None:
         torch.optim.SGD(a.parameters(), lr=0.1), a, ToleranceSchedule(at=[1], eps=eps), unit="epoch"
     )
     (rec,) = sched.step()
-    shape = dense.shape
-    budget = eps * float(torch.linalg.vector_norm(dense)) / (len(shape) - 1) ** 0.5
-    c, r, ranks = dense.reshape(shape[0], -1), 1, []
-    for k in range(len(shape) - 1):
-        c = c.reshape(r * shape[k], -1)
-        _, s, vh = torch.linalg.svd(c, full_matrices=False)
-        tails = [float(torch.linalg.vector_norm(s[j:])) for j in range(s.numel() + 1)]
-        rk = next(j for j in range(1, s.numel() + 1) if tails[j] <= budget)
-        assert tails[rk - 1] > budget  # one fewer would break the budget
-        ranks.append(rk)
-        c, r = s[:rk, None] * vh[:rk], rk
+    budget = eps * float(torch.linalg.vector_norm(dense)) / (dense.ndim - 1) ** 0.5
+
+    def keep(s: torch.Tensor) -> int:  # the fewest values whose dropped tail norm is <= the per-bond budget
+        return next(j for j in range(1, s.numel() + 1) if float(torch.linalg.vector_norm(s[j:])) <= budget)
+
+    ranks, spectra = _sequential_svd_ranks(dense, keep)
+    for rk, s in zip(ranks, spectra):
+        assert float(torch.linalg.vector_norm(s[rk - 1 :])) > budget  # one fewer would break the budget
     assert rec.ranks_after == (1, *ranks, 1) and rec.ranks_after != rec.ranks_before
     err = float(torch.linalg.vector_norm(a.tt().full().detach() - dense) / torch.linalg.vector_norm(dense))
     assert err == pytest.approx(rec.relative_error, rel=1e-7) and err <= eps
