@@ -37,6 +37,11 @@ from tnadapt.nn import (
 IDS = torch.randint(0, 50, (4, 6), generator=torch.Generator().manual_seed(0))
 
 
+def per_sample_reference(refs, ids):
+    """Row ``b`` of ``IDS`` through the dense reference model ``refs[ids[b]]`` (one index per sample)."""
+    return torch.stack([refs[int(i)](IDS[b : b + 1]).last_hidden_state[0] for b, i in enumerate(ids)])
+
+
 def tols(dtype):
     return dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-11, rtol=1e-9)
 
@@ -72,8 +77,7 @@ def test_task_mode_with_mixed_task_ids(dtype):
     with adapter_context(model, task_ids=tasks):
         y = model(IDS).last_hidden_state
     refs = {t: reference_model(plain, model, task=t) for t in range(3)}
-    expected = torch.stack([refs[int(t)](IDS[b : b + 1]).last_hidden_state[0] for b, t in enumerate(tasks)])
-    torch.testing.assert_close(y, expected, **tols(dtype))
+    torch.testing.assert_close(y, per_sample_reference(refs, tasks), **tols(dtype))
     with adapter_context(model, task=1):  # one int for the whole batch
         torch.testing.assert_close(model(IDS).last_hidden_state, refs[1](IDS).last_hidden_state, **tols(dtype))
     with pytest.raises(ValueError, match="mode 'task'"):
@@ -349,8 +353,7 @@ def test_user_named_modes_in_the_given_order():
     with adapter_context(model, expert=experts):
         y = model(IDS).last_hidden_state
     refs = {e: reference_model(plain, model, expert=e) for e in range(3)}
-    expected = torch.stack([refs[int(e)](IDS[b : b + 1]).last_hidden_state[0] for b, e in enumerate(experts)])
-    torch.testing.assert_close(y, expected, **tols(torch.float64))
+    torch.testing.assert_close(y, per_sample_reference(refs, experts), **tols(torch.float64))
 
 
 def test_each_core_once_for_safetensors_meta_and_deepcopy(tmp_path):
