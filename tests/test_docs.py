@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import re
 from pathlib import Path
 
@@ -13,22 +13,14 @@ DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
-def _api_reference_module():
-    spec = importlib.util.spec_from_file_location("api_reference", ROOT / "docs" / "api_reference.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_api_reference_is_up_to_date() -> None:
-    gen = _api_reference_module()
+def test_api_reference_is_up_to_date(load_script) -> None:
+    gen = load_script("docs/api_reference.py")
     committed = gen.OUTPUT.read_text(encoding="utf-8")
     assert committed == gen.render(), "docs/api.md is stale: run `python docs/api_reference.py`"
 
 
-def test_api_reference_lists_every_public_name() -> None:
-    gen = _api_reference_module()
+def test_api_reference_lists_every_public_name(load_script) -> None:
+    gen = load_script("docs/api_reference.py")
     page = gen.OUTPUT.read_text(encoding="utf-8")
     for modname, _ in gen.MODULES:
         module = importlib.import_module(modname)

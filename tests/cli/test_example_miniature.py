@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _example():
-    spec = importlib.util.spec_from_file_location("reproduce_miniature", ROOT / "examples" / "reproduce_miniature.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_reproduce_miniature_records_runs_resumes_and_summarises(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], load_script
 ) -> None:
-    example = _example()
+    example = load_script("examples/reproduce_miniature.py")
     argv = ["--out", str(tmp_path), "--seeds", "0", "--train-size", "8", "--valid-size", "8", "--max-length", "16"]
     argv += ["--match", "MetaTT-4D r=4", "DMRG r=10"]
     assert example.main(argv) == 0

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dmrg_vs_fixed.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("dmrg_vs_fixed", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dmrg_vs_fixed"] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_tiny_experiment_runs_and_is_reproducible() -> None:
-    ex = _load()
+def test_tiny_experiment_runs_and_is_reproducible(load_script) -> None:
+    ex = load_script("examples/dmrg_vs_fixed.py")
     cfg = ex.Config(
         dim=8,
         layers=2,
