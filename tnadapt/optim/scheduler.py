@@ -459,6 +459,7 @@ class DMRGRankScheduler:
             if new is not None:
                 adapter.set_cores(new)
                 params = list(adapter.cores)
+                # GlobalTTAdapter.set_cores does this already; any other TTAdapterLike may not (cheap to repeat).
                 for p in params:
                     p.grad = None
                     release_grad_accumulator(p)
