@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -192,7 +192,7 @@ def _metatt_config(spec: MethodSpec, targets: list[str], num_heads: int | None, 
         target_modules=targets,
         modules_to_save=[HEAD_MODULE],
         preset=preset,
-        rank=spec.rank if spec.rank is not None else 8,
+        rank=cast(int, spec.rank),  # __post_init__ gives every method but tera/head a rank
         alpha=spec.resolved_alpha,
         init=spec.init,
         seed=spec.seed,
