@@ -42,6 +42,7 @@ __all__ = [
     "get_container",
     "inject",
     "is_wrapped",
+    "match_modules_to_save",
     "replace_module",
     "unload",
     "unwrap",
@@ -205,7 +206,12 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _match_modules_to_save(model: nn.Module, names: Sequence[str] | None, targets: Sequence[str]) -> list[str]:
+def match_modules_to_save(model: nn.Module, names: Sequence[str] | None, targets: Sequence[str]) -> list[str]:
+    """The module names ``names`` (``modules_to_save`` entries, exact or ``.``-suffix match) select in ``model``.
+
+    Raises ``ValueError`` when an entry matches nothing or a match contains an adapted target in ``targets``
+    (a module is either adapted or saved).  Changes nothing, so loaders can run it before touching the model.
+    """
     if not names:
         return []
     found: list[str] = []
@@ -218,6 +224,10 @@ def _match_modules_to_save(model: nn.Module, names: Sequence[str] | None, target
     if clash:
         raise ValueError(f"modules_to_save: {clash} contain adapted targets; a module is either adapted or saved")
     return found
+
+
+#: The former private name, kept for its callers.
+_match_modules_to_save = match_modules_to_save
 
 
 def check_target(model: nn.Module, name: str, owner: nn.Module | AdapterOwner) -> nn.Module:
@@ -257,7 +267,7 @@ def inject(
         raise ValueError(f"model: attribute {CONTAINER_ATTR!r} is taken by a {type(getattr(model, CONTAINER_ATTR))}")
     targets = {name: (g, key) for g, grp in groups.items() for name, key in grp.keys.items()}
     bases = {name: check_target(model, name, groups[g].owner) for name, (g, _) in targets.items()}
-    saved = _match_modules_to_save(model, config.modules_to_save, list(targets))
+    saved = match_modules_to_save(model, config.modules_to_save, list(targets))
     family = get_family(config.family).name
     container = AdapterContainer(family, config, {g: grp.owner for g, grp in groups.items()}, targets, saved)
     model.requires_grad_(False)

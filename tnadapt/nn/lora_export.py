@@ -33,9 +33,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import write_files
 from .control import per_call_indices
 from .injection import adapted_modules, get_container
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write_files, tensor_bytes
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, tensor_bytes
 
 __all__ = ["export_lora", "lora_factors"]
 
@@ -112,4 +113,4 @@ def export_lora(
         WEIGHTS_NAME: tensor_bytes(tensors, {"format": "pt"}),
         CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode(),
     }
-    return atomic_write_files(directory, files)
+    return write_files(directory, files)
