@@ -158,3 +158,77 @@ def test_wrong_resume_order_is_reported(tmp_path) -> None:
     opt2, lr2, sched2 = _setup(fresh)
     with pytest.raises(ValueError, match="load the adapter weights"):
         load_training_state(tmp_path, opt2, scheduler=sched2, lr_scheduler=lr2)
+
+
+def _saved_state(tmp_path):
+    net = nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    save_training_state(tmp_path, opt, extra={"epoch": 1})
+    return net, opt
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda d: (d / "optimizer.safetensors").write_bytes(b"\x10\x00"), r"optimizer\.safetensors: the file differs"),
+        (lambda d: (d / "training_state.json").write_text("{"), r"training_state\.json: not valid JSON"),
+        (lambda d: (d / "training_state.json").write_text("[1]"), r"training_state\.json: not a tnadapt training"),
+        (
+            lambda d: _edit(d, lambda doc: doc.pop("optimizer_class")),
+            r"training_state\.json: missing field 'optimizer_class'",
+        ),
+        (
+            lambda d: _edit(d, lambda doc: doc["optimizer"]["__dict__"][0][1]["__dict__"][0][1].update(__tensor__="x")),
+            r"training_state\.json: names a tensor 'x'",
+        ),
+        (lambda d: _edit(d, lambda doc: doc.update(optimizer={"__dict__": []})), r"saved optimizer state does not fit"),
+        (lambda d: _edit(d, lambda doc: doc.update(extra=[1])), r"field 'extra' must be an object"),
+    ],
+    ids=["truncated-tensors", "bad-json", "foreign-json", "missing-field", "missing-tensor", "bad-structure", "extra"],
+)
+def test_corrupt_training_state_names_the_file_and_changes_nothing(tmp_path, damage, match) -> None:
+    net, _ = _saved_state(tmp_path)
+    damage(tmp_path)
+    fresh = torch.optim.Adam(net.parameters(), lr=0.7)
+    before = fresh.state_dict()
+    with pytest.raises(ValueError, match=match):
+        load_training_state(tmp_path, fresh)
+    assert _same(fresh.state_dict(), before)
+
+
+def _edit(directory, edit) -> None:
+    path = directory / "training_state.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def test_mixed_checkpoint_is_refused(tmp_path) -> None:
+    """B3: new tensors beside an old JSON (what separate renames left after a kill) never load silently."""
+    net, opt = _saved_state(tmp_path / "a")
+    old_json = (tmp_path / "a" / "training_state.json").read_text()
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    save_training_state(tmp_path / "a", opt, extra={"epoch": 2})
+    (tmp_path / "a" / "training_state.json").write_text(old_json)
+    with pytest.raises(ValueError, match="differs from the one this save recorded"):
+        load_training_state(tmp_path / "a", torch.optim.Adam(net.parameters()))
+
+
+def test_refused_scheduler_state_rolls_the_optimizer_back(tmp_path) -> None:
+    """A load refused by the rank scheduler (ranks not restored first) leaves the optimizer as it was."""
+    cfg = MetaTTConfig(target_modules=["q", "v"], rank=6, init="ze-no-no-no", seed=3)
+    x, y = regression_data(n=16)
+    model = wrap(Base(), cfg)
+    opt, lr, sched = _setup(model)
+    _run(model, opt, lr, sched, [(x, y)], range(4))
+    save_training_state(tmp_path, opt, scheduler=sched, lr_scheduler=lr)
+    fresh = wrap(Base(), cfg)
+    opt2, lr2, sched2 = _setup(fresh)
+    before = (opt2.state_dict(), lr2.state_dict(), sched2.state_dict())
+    with pytest.raises(ValueError, match="load the adapter weights"):
+        load_training_state(tmp_path, opt2, scheduler=sched2, lr_scheduler=lr2)
+    assert _same(opt2.state_dict(), before[0]) and lr2.state_dict() == before[1]
+    assert sched2.state_dict() == before[2]

@@ -6,7 +6,11 @@ Layout of a run directory ``OUT``::
     OUT/checkpoints/epoch-003/adapter/  the adapter (+ heads) after epoch 3
     OUT/checkpoints/epoch-003/optimizer.safetensors, training_state.json
                                         optimizer, LR schedule, rank scheduler, history
-    OUT/checkpoints/epoch-003/COMPLETE  written last: the checkpoint is whole
+    OUT/checkpoints/epoch-003/COMPLETE  the checkpoint is whole
+
+Each epoch's directory is assembled under a hidden name and moved into place in one step
+(:func:`tnadapt.atomic.staged_directory`), so a kill at any instant leaves either no
+``epoch-003`` (resume starts after epoch 2) or a whole one.
 
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
@@ -22,11 +26,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_file
 from .errors import UserError
 
 __all__ = [
@@ -44,19 +48,8 @@ _EPOCH_DIR = re.compile(r"epoch-(\d+)$")
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically (temp file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``data`` as indented JSON atomically (:func:`tnadapt.atomic.write_file`)."""
+    return write_file(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def checkpoint_dir(out: str | os.PathLike[str], epoch: int) -> Path:

@@ -30,6 +30,7 @@ __all__ = [
     "AdapterGroup",
     "AdapterOwner",
     "get_family",
+    "meta_state_shapes",
     "register_family",
     "registered_families",
 ]
@@ -81,13 +82,27 @@ class AdapterFamily:
 
     ``build(config, targets)`` creates the owners (dtype/device from the targets' weights)
     and assigns keys; ``owner_from_config(d, dtype=, device=)`` rebuilds one owner from its
-    ``config_dict()`` for loading.
+    ``config_dict()`` for loading.  ``state_shapes(d)`` (optional) gives the shapes of the
+    owner's ``state_dict`` that ``d`` implies *without allocating them*: a load compares them
+    with the file before it builds anything, so a small hostile config cannot make it
+    allocate a huge owner.
     """
 
     name: str
     config_cls: type[AdapterConfig]
     build: BuildFn
     owner_from_config: FromConfigFn
+    state_shapes: Callable[[Mapping[str, Any]], Mapping[str, Sequence[int]]] | None = None
+
+
+def meta_state_shapes(from_config: FromConfigFn) -> Callable[[Mapping[str, Any]], dict[str, tuple[int, ...]]]:
+    """A ``state_shapes`` for owners that can be built on the ``meta`` device (no memory is allocated)."""
+
+    def shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        owner = from_config(config, device="meta")
+        return {k: tuple(v.shape) for k, v in owner.state_dict().items()}
+
+    return shapes
 
 
 _REGISTRY: dict[str, AdapterFamily] = {}

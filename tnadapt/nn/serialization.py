@@ -5,8 +5,10 @@ the base model: the format version, the ``family``, the user config, and per sha
 the owner's constructor arguments (with the *current* ranks, which rank-adaptive training
 changes) and the map ``module name -> key``.  ``adapter_model.safetensors`` holds the
 owners' tensors under ``adapter.<group>.<name>`` and ``modules_to_save`` tensors under
-``modules_to_save.<module>.<name>``.  Files are written to temporary names and moved into
-place with ``os.replace``.
+``modules_to_save.<module>.<name>``.  A save is all-or-nothing (:mod:`tnadapt.atomic`: the new
+directory version replaces the old one in one step, so a kill at any instant leaves the old
+save or the new one); a load checks everything before it changes the model, so a failed
+load leaves the model exactly as it was.
 
 >>> import tempfile, torch
 >>> from torch import nn
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,15 +41,16 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from .. import __version__
-from .family import AdapterGroup, get_family
-from .injection import check_target, get_container, inject, is_wrapped
+from ..atomic import check_digest, check_directory_arg, file_digest, resolve_directory, write_files
+from .family import AdapterFamily, AdapterGroup, get_family
+from .injection import check_target, get_container, inject, is_wrapped, match_modules_to_save
 
 __all__ = [
     "CONFIG_NAME",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "WEIGHTS_NAME",
-    "atomic_write_files",
+    "adapter_files",
     "load_adapter",
     "read_adapter_config",
     "read_safetensors",
@@ -62,61 +64,14 @@ FORMAT_NAME = "tnadapt-adapter"
 FORMAT_VERSION = 1
 
 
-def atomic_write_files(directory: str | os.PathLike[str], files: Mapping[str, bytes]) -> Path:
-    """Write ``files`` (name -> bytes) into ``directory``, each via a temp file + ``os.replace``.
-
-    A new directory is first assembled under a temporary name and renamed into place,
-    so readers never see a half-written directory.  In an existing directory all files are
-    first written (and fsynced) to temporary names and only then moved over the old ones,
-    so a failed write leaves the old files untouched.
-    """
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            for name, data in files.items():
-                _write_synced(staging / name, data)
-            os.replace(staging, target)
-        except BaseException:
-            for p in staging.glob("*"):
-                p.unlink()
-            staging.rmdir()
-            raise
-        return target
-    if not target.is_dir():
-        raise ValueError(f"directory: {str(target)!r} exists and is not a directory")
-    temps: dict[str, Path] = {}
-    try:
-        for name, data in files.items():  # every file is complete on disk before any is replaced
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=target)
-            os.close(fd)
-            temps[name] = Path(tmp)
-            _write_synced(temps[name], data)
-        for name, path in temps.items():
-            os.replace(path, target / name)
-    except BaseException:
-        for path in temps.values():
-            path.unlink(missing_ok=True)
-        raise
-    return target
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def tensor_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
     """Safetensors bytes of CPU, contiguous, unshared copies of ``tensors``."""
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     return st_save(plain, metadata=dict(metadata))
 
 
-def save_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
-    """Write the adapter of a wrapped ``model`` to ``directory`` (created if needed); returns the path."""
+def adapter_files(model: nn.Module) -> dict[str, bytes]:
+    """The files of :func:`save_adapter` (name -> bytes) for a wrapped ``model``, not yet written."""
     container = get_container(model)
     groups: dict[str, Any] = {}
     tensors: dict[str, torch.Tensor] = {}
@@ -127,6 +82,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
     for name in container.modules_to_save:
         state = model.get_submodule(name).state_dict()
         tensors.update({f"modules_to_save.{name}.{k}": v for k, v in state.items()})
+    weights = tensor_bytes(tensors, {"format": "pt", "tnadapt_family": container.family})
     config = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -135,21 +91,75 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
         "config": container.config.to_dict(),
         "groups": groups,
         "modules_to_save": list(container.modules_to_save),
+        "files": {WEIGHTS_NAME: file_digest(weights)},
     }
-    files = {
-        WEIGHTS_NAME: tensor_bytes(tensors, {"format": "pt", "tnadapt_family": container.family}),
-        CONFIG_NAME: (json.dumps(config, indent=2, sort_keys=False) + "\n").encode(),
-    }
-    return atomic_write_files(directory, files)
+    return {WEIGHTS_NAME: weights, CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode()}
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
+    """Write the adapter of a wrapped ``model`` to ``directory`` (created if needed); returns the path.
+
+    All-or-nothing: the directory holds the previous save or this one, whatever happens
+    (see :mod:`tnadapt.atomic`); other files in an existing directory are kept.
+    """
+    directory = check_directory_arg(directory)
+    return write_files(directory, adapter_files(model))
+
+
+def _fail(path: Path, message: str) -> ValueError:
+    return ValueError(f"{path}: {message}")
+
+
+def _check_structure(path: Path, data: Any) -> None:
+    """Types of every field the loaders read; a hand-edited or hostile config fails here, naming the field."""
+
+    def kind(v: Any) -> str:
+        return type(v).__name__
+
+    if not isinstance(data["family"], str):
+        raise _fail(path, f"field 'family' must be a string, got {kind(data['family'])}")
+    if not isinstance(data["config"], dict):
+        raise _fail(path, f"field 'config' must be an object, got {kind(data['config'])}")
+    groups = data["groups"]
+    if not isinstance(groups, dict) or not groups:
+        got = kind(groups) if not isinstance(groups, dict) else "an empty object"
+        raise _fail(path, f"field 'groups' must be a non-empty object (group name -> group), got {got}")
+    for gname, spec in groups.items():
+        where = f"groups[{gname!r}]"
+        if not isinstance(spec, dict):
+            raise _fail(path, f"{where} must be an object with 'owner' and 'targets', got {kind(spec)}")
+        if not isinstance(spec.get("owner"), dict):
+            raise _fail(path, f"{where}['owner'] must be an object, got {kind(spec.get('owner'))}")
+        targets = spec.get("targets")
+        if not isinstance(targets, dict) or not targets:
+            got = kind(targets) if not isinstance(targets, dict) else "an empty object"
+            raise _fail(path, f"{where}['targets'] must be a non-empty object (module name -> key), got {got}")
+        for name, key in targets.items():
+            ok = isinstance(key, dict) and all(
+                isinstance(m, str) and isinstance(i, int) and not isinstance(i, bool) for m, i in key.items()
+            )
+            if not ok:
+                raise _fail(path, f"{where}['targets'][{name!r}] must map mode names to ints, got {key!r}")
+    saved = data.get("modules_to_save", [])
+    if not isinstance(saved, list) or not all(isinstance(n, str) for n in saved):
+        raise _fail(path, f"field 'modules_to_save' must be a list of module names, got {saved!r}")
+    files = data.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise _fail(path, f"field 'files' must map file names to digests, got {files!r}")
 
 
 def read_adapter_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse and validate ``adapter_config.json`` of a tnadapt adapter directory."""
-    path = Path(directory) / CONFIG_NAME
+    """Parse and validate ``adapter_config.json`` of a tnadapt adapter directory.
+
+    Every field the loaders use is type-checked here, so a malformed file raises one
+    ``ValueError`` naming the file and the field.
+    """
+    root = resolve_directory(check_directory_arg(directory))
+    path = root / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"directory: no {CONFIG_NAME} in {str(directory)!r}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
@@ -161,16 +171,29 @@ def read_adapter_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     for field in ("family", "config", "groups"):
         if field not in data:
             raise ValueError(f"{path}: missing field {field!r}")
+    _check_structure(path, data)
     return data
 
 
-def read_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, turning a corrupt or truncated file into a ``ValueError`` naming it."""
+def read_safetensors(
+    path: str | os.PathLike[str], *, digest: Mapping[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, turning a corrupt or truncated file into a ``ValueError`` naming it.
+
+    With ``digest`` (a :func:`tnadapt.atomic.file_digest` recorded at save time) a file whose
+    bytes changed since is refused too.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        return st_load(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc})") from None
+    if digest is not None:
+        check_digest(path, data, digest)
+    try:
+        return st_load(data)
     except (SafetensorError, ValueError, OSError) as exc:
         raise ValueError(f"{path}: not a valid safetensors file ({exc})") from None
 
@@ -198,6 +221,29 @@ def _build_groups(
         _check_keys(gname, owner, keys)
         groups[gname] = AdapterGroup(owner, keys)
     return groups
+
+
+def _check_declared_shapes(
+    family: AdapterFamily, data: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], path: Path
+) -> None:
+    """Compare the shapes each group's config implies with the file's tensors before any owner is built."""
+    if family.state_shapes is None:
+        return
+    for gname, spec in data["groups"].items():
+        try:
+            shapes = family.state_shapes(spec["owner"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{CONFIG_NAME}: group {gname!r}: cannot rebuild the adapter ({exc})") from None
+        missing = sorted(f"adapter.{gname}.{n}" for n in shapes if f"adapter.{gname}.{n}" not in tensors)
+        if missing:
+            raise ValueError(f"{path}: tensors do not match the config: missing {missing[:5]}")
+        for name, shape in shapes.items():
+            stored = tensors[f"adapter.{gname}.{name}"]
+            if tuple(stored.shape) != tuple(shape):
+                raise ValueError(
+                    f"{path}: tensor {f'adapter.{gname}.{name}'!r} has shape {tuple(stored.shape)} but "
+                    f"{CONFIG_NAME} implies {tuple(shape)}"
+                )
 
 
 def _check_keys(gname: str, owner: nn.Module, keys: Mapping[str, Mapping[str, int]]) -> None:
@@ -246,9 +292,10 @@ def _check_same_wrapping(model: nn.Module, data: dict[str, Any]) -> None:
         )
 
 
-def _load_tensors(
-    module: nn.Module, prefix: str, tensors: dict[str, torch.Tensor], path: Path, source: str = CONFIG_NAME
-) -> None:
+def _matched_state(
+    module: nn.Module, prefix: str, tensors: Mapping[str, torch.Tensor], path: Path, source: str = CONFIG_NAME
+) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` for ``module`` from ``tensors[prefix + name]``, checked (names, shapes) but not loaded."""
     state = module.state_dict()
     wanted = {prefix + k for k in state}
     have = {k for k in tensors if k.startswith(prefix)}
@@ -261,7 +308,9 @@ def _load_tensors(
             raise ValueError(
                 f"{path}: tensor {prefix + k!r} has shape {tuple(got.shape)} but {source} implies {tuple(v.shape)}"
             )
-    module.load_state_dict({k: tensors[prefix + k] for k in state})
+        if got.is_floating_point() != v.is_floating_point() or got.is_complex() != v.is_complex():
+            raise ValueError(f"{path}: tensor {prefix + k!r} has dtype {got.dtype}, {source} implies {v.dtype}")
+    return {k: tensors[prefix + k] for k in state}
 
 
 def load_adapter(model: nn.Module, directory: str | os.PathLike[str], *, trainable: bool = False) -> nn.Module:
@@ -271,46 +320,68 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike[str], *, trainab
     injected at the saved module names; on a model already wrapped with the same family and
     target map the owners are replaced by the loaded ones.  ``trainable`` sets
     ``requires_grad`` of the adapter (and ``modules_to_save``) tensors.  Mismatches (family,
-    missing/misshaped modules, tensor names or shapes, corrupt files) raise ``ValueError``
-    naming what differs.
+    missing/misshaped modules, tensor names or shapes, corrupt or altered files) raise
+    ``ValueError`` naming what differs — and then the model is exactly as it was: everything
+    is checked before anything of the model changes.
     """
-    directory = Path(directory)
+    directory = resolve_directory(check_directory_arg(directory))
     data = read_adapter_config(directory)
     weights_path = directory / WEIGHTS_NAME
-    tensors = read_safetensors(weights_path)
-    if is_wrapped(model):
+    tensors = read_safetensors(weights_path, digest=data.get("files", {}).get(WEIGHTS_NAME))
+    family = get_family(data["family"])
+    wrapped = is_wrapped(model)
+    # ---- check everything; nothing below touches the model until the apply step
+    try:
+        config = family.config_cls.from_dict(data["config"])
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{directory / CONFIG_NAME}: field 'config' ({exc})") from None
+    if wrapped:
         _check_same_wrapping(model, data)
         if get_container(model).merged is not None:
             raise ValueError("model: merged; call unmerge(model) before loading new adapter values into it")
+    _check_declared_shapes(family, data, tensors, weights_path)
     groups = _build_groups(data, model, tensors)
-    if not is_wrapped(model):
+    if not wrapped:
         for group in groups.values():
             for name in group.keys:
                 check_target(model, name, group.owner)
-    for gname, group in groups.items():
-        _load_tensors(group.owner, f"adapter.{gname}.", tensors, weights_path)
+    owner_states = {g: _matched_state(grp.owner, f"adapter.{g}.", tensors, weights_path) for g, grp in groups.items()}
     known = {f"adapter.{g}." for g in groups}
-    saved_names = [str(n) for n in data.get("modules_to_save", [])]
+    saved_names = list(data.get("modules_to_save", []))
+    saved_states: dict[str, dict[str, torch.Tensor]] = {}
     for name in saved_names:
         try:
             module = model.get_submodule(name)
         except AttributeError:
             raise ValueError(f"modules_to_save: the model has no module {name!r} saved in {directory}") from None
-        _load_tensors(module, f"modules_to_save.{name}.", tensors, weights_path, f"the model's {name!r}")
-        known.add(f"modules_to_save.{name}.")
+        prefix = f"modules_to_save.{name}."
+        saved_states[name] = _matched_state(module, prefix, tensors, weights_path, f"the model's {name!r}")
+        known.add(prefix)
     stray = sorted(k for k in tensors if not any(k.startswith(p) for p in known))
     if stray:
         raise ValueError(f"{weights_path}: unexpected tensors not described by {CONFIG_NAME}: {stray[:5]}")
-    if is_wrapped(model):
-        container = get_container(model)
-        for gname, group in groups.items():
-            group.owner.requires_grad_(trainable)
-            container.groups[gname] = group.owner
-        for name in container.modules_to_save:
-            model.get_submodule(name).requires_grad_(trainable)
-        return model
-    family = get_family(data["family"])
-    config = family.config_cls.from_dict(data["config"])
-    config.modules_to_save = saved_names or None
-    inject(model, config, groups, trainable=trainable)
+    if not wrapped:
+        config.modules_to_save = saved_names or None
+        targets = [n for grp in groups.values() for n in grp.keys]
+        match_modules_to_save(model, config.modules_to_save, targets)  # the check inject repeats, before any change
+    # ---- apply
+    for gname, group in groups.items():
+        group.owner.load_state_dict(owner_states[gname])  # fresh owners: not part of the model yet
+    backup = {n: {k: v.detach().clone() for k, v in model.get_submodule(n).state_dict().items()} for n in saved_states}
+    try:
+        for name, state in saved_states.items():
+            model.get_submodule(name).load_state_dict(state)
+        if not wrapped:
+            inject(model, config, groups, trainable=trainable)
+            return model
+    except BaseException:
+        for name, state in backup.items():
+            model.get_submodule(name).load_state_dict(state)
+        raise
+    container = get_container(model)
+    for gname, group in groups.items():
+        group.owner.requires_grad_(trainable)
+        container.groups[gname] = group.owner
+    for name in container.modules_to_save:
+        model.get_submodule(name).requires_grad_(trainable)
     return model
