@@ -1,6 +1,6 @@
 """Generate ``docs/api.md``, the API reference, from the public names and docstrings.
 
-Every name in the ``__all__`` of :mod:`tnadapt.tt`, :mod:`tnadapt.testing`, :mod:`tnadapt.nn` and
+Every name in the ``__all__`` of :mod:`tnadapt.tt`, :mod:`tnadapt.testing`, :mod:`tnadapt.nn`, :mod:`tnadapt.atomic` and
 :mod:`tnadapt.optim` is listed with its signature and the first paragraph of its docstring; classes
 also list their public methods and properties.  ``tests/test_docs.py`` fails when the committed
 page and the code disagree; refresh it with ``python docs/api_reference.py``.
@@ -20,6 +20,7 @@ MODULES: tuple[tuple[str, str], ...] = (
     ("tnadapt.testing", "Hypothesis strategies and assertion helpers for property-testing TT code."),
     ("tnadapt.nn", "Adapters and model wrapping: MetaTT, TeRA, save/load/merge, LoRA export and compression."),
     ("tnadapt.optim", "Rank-adaptive training: `DMRGRankScheduler`, schedules, checkpoints, DDP helpers."),
+    ("tnadapt.atomic", "All-or-nothing saves: staged directories swapped in atomically, digests, safe single-file writes."),
 )
 OUTPUT = Path(__file__).with_name("api.md")
 _DUNDERS = frozenset(

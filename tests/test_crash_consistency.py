@@ -121,6 +121,7 @@ def test_write_files_every_crash_point(tmp_path, monkeypatch, exchange):
         if finished:
             break
     assert k > 10 and outcomes["old"] > 3 and outcomes["new"] >= 1, (k, outcomes)
+    print(f"write_files crash points (exchange={exchange}): {k}, outcomes {outcomes}")
     atomic.write_files(target, tagged_files(old + 1))
     assert read_tag(target) == old + 1
     assert leftovers(target) == [], "the next save clears what killed saves left"
@@ -178,10 +179,9 @@ def random_kills(save: Callable[[int], None], check: Callable[[], int], *, kills
     return outcomes
 
 
-def tagged_model() -> nn.Module:
-    torch.manual_seed(0)
-    base = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 512), nn.Linear(512, 512))
-    return wrap(base, MetaTTConfig(target_modules=["0", "1"], rank=8, modules_to_save=["3"]))
+def tagged_model(width: int = 512) -> nn.Module:
+    """Two adapted 64×64 layers and a saved ``width``×``width`` head (the payload that makes a save take time)."""
+    return wrap(_plain_base(width), MetaTTConfig(target_modules=["0", "1"], rank=8, modules_to_save=["3"]))
 
 
 def test_save_adapter_random_kills(tmp_path):
@@ -205,15 +205,16 @@ def test_save_adapter_random_kills(tmp_path):
         assert bool((loaded[3].weight == tag).all()), "modules_to_save of another save"
         return int(tag)
 
-    outcomes = random_kills(save, check, kills=40, seed=0)
+    outcomes = random_kills(save, check, kills=60, seed=0)
+    print("save_adapter random kills:", outcomes)
     assert outcomes["old"] > 0 and outcomes["new"] > 0, outcomes
     save(1000)
     assert check() == 1000 and leftovers(target) == [] and not [p for p in target.iterdir() if p.name[0] == "."]
 
 
-def _plain_base() -> nn.Module:
+def _plain_base(width: int = 512) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 512), nn.Linear(512, 512))
+    return nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, width), nn.Linear(width, width))
 
 
 def test_save_training_state_random_kills(tmp_path):
@@ -242,7 +243,44 @@ def test_save_training_state_random_kills(tmp_path):
         assert (target / "adapter_config.json").read_text() == "{}"
         return int(tag)
 
-    outcomes = random_kills(save, check, kills=30, seed=1)
+    outcomes = random_kills(save, check, kills=40, seed=1)
+    print("save_training_state random kills:", outcomes)
     assert outcomes["old"] > 0 and outcomes["new"] > 0, outcomes
     save(1000)
     assert check() == 1000 and leftovers(target) == []
+
+
+def test_epoch_checkpoint_every_crash_point(tmp_path):
+    """The fine-tuning checkpoint (adapter/ + training state + COMPLETE, assembled in a staged directory as
+    ``tnadapt.finetune.trainer`` does): after a crash at any instant the latest complete checkpoint loads whole."""
+    from tnadapt.finetune.checkpoint import checkpoint_dir, latest_checkpoint, mark_complete
+
+    model = tagged_model(width=8)
+    adapter = get_adapters(model)[0]
+    opt = torch.optim.Adam(adapter.parameters(), lr=0.1)
+
+    def save(epoch: int) -> None:
+        with torch.no_grad():
+            for core in adapter.cores:
+                core.fill_(float(epoch))
+        with atomic.staged_directory(checkpoint_dir(tmp_path, epoch)) as stage:
+            save_adapter(model, stage / "adapter")
+            save_training_state(stage, opt, extra={"epoch": epoch})
+            mark_complete(stage)
+
+    save(1)
+    k = 0
+    while True:
+        k += 1
+        finished = run_child(lambda: save(2), die_at=k)
+        latest = latest_checkpoint(tmp_path)
+        assert latest is not None
+        epoch = load_training_state(latest, torch.optim.Adam(adapter.parameters()))["epoch"]
+        owner = get_adapters(load_adapter(_plain_base(width=8), latest / "adapter"))[0]
+        assert all(bool((c == epoch).all()) for c in owner.cores), f"crash point {k}: adapter of another epoch"
+        assert epoch in (1, 2) and latest.name == f"epoch-00{epoch}"
+        if finished:
+            break
+    assert epoch == 2 and k > 20, k
+    save(3)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch-001", "epoch-002", "epoch-003"]

@@ -210,7 +210,15 @@ def _recover(target: Path) -> None:
         os.rename(olds[-1], target)
         olds = olds[:-1]
     for path in (*olds, *_leftovers(target, _STAGING)):
-        _remove(path)
+        _discard(path)
+
+
+def _discard(path: Path) -> None:
+    """Remove a leftover and, first, what saves nested inside it left beside it (``..NAME.tnadapt-staging-…``)."""
+    for marker in (_STAGING, _OLD, _TMP):
+        for nested in _leftovers(path, marker):
+            _discard(nested)
+    _remove(path)
 
 
 def resolve_directory(directory: str | os.PathLike[str]) -> Path:
