@@ -284,3 +284,30 @@ def test_epoch_checkpoint_every_crash_point(tmp_path):
     assert epoch == 2 and k > 20, k
     save(3)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch-001", "epoch-002", "epoch-003"]
+
+
+def test_concurrent_saves_to_one_directory(tmp_path):
+    """Two processes re-saving one directory (e.g. two DDP ranks that both save) never break each other's saves."""
+    target = tmp_path / "shared"
+    atomic.write_files(target, tagged_files(1))
+    (target / "README.md").write_text("user notes")
+    (tmp_path / "link").symlink_to(target)  # a save through a symlink replaces what it points to
+
+    def saver(first: int, where: Path) -> Callable[[], None]:
+        return lambda: [atomic.write_files(where, tagged_files(t)) for t in range(first, first + 25)]
+
+    pids = []
+    for first, where in ((100, target), (200, tmp_path / "link")):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                saver(first, where)()
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    assert [_wait(pid, 60) for pid in pids] == [0, 0], "a save failed while another process saved"
+    assert read_tag(target) in (124, 224)
+    assert (tmp_path / "link").is_symlink() and read_tag(tmp_path / "link") == read_tag(target)
+    assert leftovers(target) == []

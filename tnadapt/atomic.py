@@ -258,6 +258,8 @@ def staged_directory(directory: str | os.PathLike[str], *, argument: str = "dire
     untouched; a kill leaves it as it was, and the next save cleans up.
     """
     target = check_directory_arg(directory, argument)
+    if target.is_symlink():  # replace what the link points to, keep the link
+        target = Path(os.path.realpath(target))
     if os.path.lexists(target) and not target.is_dir():
         raise ValueError(f"{argument}: {str(target)!r} exists and is not a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -320,6 +322,8 @@ def write_files(directory: str | os.PathLike[str], files: Mapping[str, bytes], *
             raise ValueError(f"files: expected relative paths inside the directory, got {name!r}")
         rel[path] = data
     target = check_directory_arg(directory, argument)
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
     with staged_directory(target, argument=argument) as staging:
         if target.is_dir():
             parents = {p for path in rel for p in path.parents if p != PurePosixPath(".")}
