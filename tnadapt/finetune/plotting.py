@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..atomic import write_file
 
 __all__ = ["plot_runs"]
 
@@ -21,8 +24,6 @@ def plot_runs(results: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=120)
     for res in results:
         hist = res["history"]
@@ -57,8 +58,7 @@ def plot_runs(results: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return write_file(path, buffer.getvalue())
