@@ -14,14 +14,33 @@ from hypothesis import strategies as st
 from tnadapt.testing import assert_dense_close
 from tnadapt.tt import TensorTrain, gather, getitem
 
+#: Every integer dtype is an index dtype, for getitem and gather alike (uint8 included: positions, not a mask).
+SIGNED_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8)
+UNSIGNED_DTYPES = (torch.uint8, torch.uint16, torch.uint32, torch.uint64)
+INDEX_DTYPES = SIGNED_DTYPES + UNSIGNED_DTYPES
+NUMPY_INDEX_DTYPES = (np.int64, np.int32, np.int16, np.int8, np.uint8, np.uint16, np.uint32, np.uint64)
+
+
+def _as_dtype(entries: list[int], n: int, dtype: torch.dtype) -> torch.Tensor:
+    """``entries`` as a tensor of ``dtype``; unsigned dtypes cannot count from the end, so negatives become ``i % n``."""
+    values = entries if dtype.is_signed else [i % n for i in entries]
+    return torch.tensor(values, dtype=torch.int64).to(dtype)
+
 
 @st.composite
 def mode_index(draw: st.DrawFn, n: int) -> Any:
-    """One per-mode index: int (maybe negative, numpy or 0-d tensor), slice (any step), or index list."""
-    kind = draw(st.sampled_from(["int", "np_int", "tensor_int", "slice", "list", "tensor_list"]))
+    """One per-mode index: int (maybe negative, numpy or 0-d tensor of any integer dtype), slice (any step), or an
+    index list (Python, numpy or tensor, any integer dtype)."""
+    kind = draw(st.sampled_from(["int", "np_int", "tensor_int", "slice", "list", "np_list", "tensor_list"]))
     if kind in ("int", "np_int", "tensor_int"):
         i = draw(st.integers(-n, n - 1))
-        return {"int": i, "np_int": np.int64(i), "tensor_int": torch.tensor(i)}[kind]
+        if kind == "int":
+            return i
+        if kind == "np_int":
+            np_dtype = draw(st.sampled_from(NUMPY_INDEX_DTYPES))
+            return np_dtype(i if np.issubdtype(np_dtype, np.signedinteger) else i % n)
+        dtype = draw(st.sampled_from(INDEX_DTYPES))
+        return _as_dtype([i], n, dtype).reshape(())
     if kind == "slice":
         step = draw(st.sampled_from([None, 1, 2, -1, -2]))
         start = draw(st.one_of(st.none(), st.integers(-n, n - 1)))
@@ -31,7 +50,13 @@ def mode_index(draw: st.DrawFn, n: int) -> Any:
             sl = slice(None, None, step)
         return sl
     entries = draw(st.lists(st.integers(-n, n - 1), min_size=1, max_size=4))
-    return entries if kind == "list" else torch.tensor(entries)
+    if kind == "list":
+        return entries
+    if kind == "np_list":
+        np_dtype = draw(st.sampled_from(NUMPY_INDEX_DTYPES))
+        signed = np.issubdtype(np_dtype, np.signedinteger)
+        return np.array(entries if signed else [i % n for i in entries], dtype=np_dtype)
+    return _as_dtype(entries, n, draw(st.sampled_from(INDEX_DTYPES)))
 
 
 def _dense_index(a: torch.Tensor, items: list[Any]) -> torch.Tensor:
@@ -44,8 +69,8 @@ def _dense_index(a: torch.Tensor, items: list[Any]) -> torch.Tensor:
             positions = torch.tensor(list(range(n)[item]), dtype=torch.long)
             out = out.index_select(axis, positions)
             axis += 1
-        elif isinstance(item, (list, torch.Tensor)) and torch.as_tensor(item).ndim == 1:
-            out = out.index_select(axis, torch.as_tensor(item, dtype=torch.long) % n)
+        elif isinstance(item, (list, np.ndarray, torch.Tensor)) and np.ndim(item) == 1:
+            out = out.index_select(axis, torch.as_tensor(np.asarray(item, dtype=np.int64)) % n)
             axis += 1
         else:
             out = out.select(axis, int(item) % n)
@@ -90,7 +115,7 @@ def test_getitem_agrees_with_dense_outer_indexing(case: tuple[TensorTrain, tuple
 
 
 def _is_scalar_index(item: Any) -> bool:
-    return not isinstance(item, (slice, list)) and not (isinstance(item, torch.Tensor) and item.ndim == 1)
+    return not isinstance(item, (slice, list)) and np.ndim(item) == 0
 
 
 def assert_same(a: TensorTrain | torch.Tensor, b: TensorTrain | torch.Tensor) -> None:
@@ -111,9 +136,10 @@ def test_gather_agrees_with_dense(x: TensorTrain, seed: int, batch: int) -> None
     scale = float(torch.linalg.vector_norm(reference(x)))
     assert_dense_close(got, expected, rtol=0.0, atol=rtol(x) * scale)
     assert torch.equal(x.gather(idx), got)
-    # Python lists and int32 indices are accepted as well.
+    # Python lists and every signed integer dtype are accepted as well.
     assert torch.equal(gather(x, idx.tolist()) if batch else got, got)
-    assert torch.equal(gather(x, idx.to(torch.int32)), got)
+    for dtype in SIGNED_DTYPES:
+        assert torch.equal(gather(x, idx.to(dtype)), got)
     # Each gathered entry is the fully indexed train.
     for b in range(batch):
         entry = x[tuple(int(i) for i in idx[b])]
@@ -135,6 +161,9 @@ def test_single_index_forms() -> None:
     assert_dense_close(x[..., 2].full(), x.full()[:, 2])
     assert_dense_close(x[::-1].full(), x.full().flip(0))
     assert_dense_close(x[[2, 0, 2]].full(), x.full()[[2, 0, 2]])
+    # A numpy index array next to '...' (finding '...' with list.index compared the array elementwise).
+    assert_dense_close(x[np.array([2, 0]), ...].full(), x.full()[[2, 0]])
+    assert_dense_close(x[..., np.array([3], dtype=np.uint8)].full(), x.full()[:, [3]])
 
 
 @pytest.mark.parametrize("bad", [1.5, torch.tensor(1.0), torch.tensor([[0, 1]]), [], torch.tensor([True, False])])
@@ -142,3 +171,64 @@ def test_getitem_rejects_non_integer_indices(bad: Any) -> None:
     x = TensorTrain.random((3, 4), 2, generator=generator(0))
     with pytest.raises(IndexError, match=r"index\[0\]"):
         x[bad]
+
+
+@given(trains(), st.sampled_from(INDEX_DTYPES), st.data())
+def test_getitem_and_gather_accept_every_integer_dtype_alike(
+    x: TensorTrain, dtype: torch.dtype, data: st.DataObject
+) -> None:
+    # Regression (B9): x[torch.tensor([0, 1], dtype=torch.uint8)] raised "entries out of range" (the bound check
+    # compared uint8 with negative sizes) and int8/int16 reached index_select, which refuses them; gather took them.
+    k = data.draw(st.integers(0, x.order - 1), label="mode")
+    n = x.shape[k]
+    entries = data.draw(st.lists(st.integers(-n, n - 1), min_size=1, max_size=4), label="entries")
+    index = _as_dtype(entries, n, dtype)
+    positions = torch.tensor([i % n for i in entries])
+    got = x[(slice(None),) * k + (index,)]
+    assert isinstance(got, TensorTrain)
+    expected = reference(x).index_select(k, positions)
+    scale = float(torch.linalg.vector_norm(reference(x)))
+    assert_dense_close(got.full(), expected, rtol=0.0, atol=rtol(x) * scale)
+    # gather reads the same tensor the same way: the entries at (positions[b], 0, ..., 0).
+    multi = torch.zeros(len(entries), x.order, dtype=dtype)
+    multi[:, k] = index
+    gathered = gather(x, multi)
+    dense_entries = reference(x).movedim(k, 0).reshape(n, -1)[positions, 0]
+    assert_dense_close(gathered, dense_entries, rtol=0.0, atol=rtol(x) * scale)
+    # A 0-d index of the same dtype fixes the mode.
+    fixed = x[(slice(None),) * k + (index[0],)]
+    expected_fixed = reference(x).select(k, int(positions[0]))
+    got_fixed = fixed.full() if isinstance(fixed, TensorTrain) else fixed
+    assert_dense_close(got_fixed, expected_fixed, rtol=0.0, atol=rtol(x) * scale)
+
+
+@pytest.mark.parametrize(
+    "mask", [torch.tensor([True, False, True]), np.array([True, False, True]), [True, False, True], True, np.True_]
+)
+def test_booleans_are_refused_by_getitem_and_gather_with_the_rule(mask: Any) -> None:
+    # The documented rule: bool tensors/lists/scalars are not indices (unlike torch, where they are masks).
+    x = TensorTrain.random((3, 4), 2, generator=generator(0), dtype=torch.float64)
+    with pytest.raises(IndexError, match=r"index\[0\]: boolean indices are not supported: expected an int, .* got"):
+        x[mask]
+    with pytest.raises(ValueError, match=r"indices: expected an integer tensor of shape \(batch, 2\), got torch.bool"):
+        gather(x, torch.ones(2, 2, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        (torch.tensor([0, 3], dtype=torch.uint8), r"expected 0 <= i < 3 for torch.uint8 entries"),
+        (torch.tensor([2**63], dtype=torch.uint64), r"expected 0 <= i < 3 for torch.uint64 entries"),
+        (torch.tensor([-4], dtype=torch.int8), r"expected -3 <= i < 3 for torch.int8 entries"),
+        (np.array([5], dtype=np.uint16), r"expected 0 <= i < 3 for torch.uint16 entries"),
+    ],
+)
+def test_out_of_range_index_tensors_name_the_bound_and_the_dtype(index: Any, message: str) -> None:
+    # An unsigned entry above 2**63 - 1 must not wrap to a negative, in-range int64.
+    x = TensorTrain.random((3, 4), 2, generator=generator(0), dtype=torch.float64)
+    with pytest.raises(IndexError, match=rf"index\[0\]: entries out of range for mode 0 of size 3: .* \({message}\)"):
+        x[index]
+    multi = torch.zeros(1, 2, dtype=torch.as_tensor(index).dtype)
+    multi[0, 0] = torch.as_tensor(index)[-1]  # the out-of-range entry
+    with pytest.raises(IndexError, match=r"indices: entries out of range for shape \(3, 4\)"):
+        gather(x, multi)

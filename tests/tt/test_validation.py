@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 from _helpers import trains
@@ -192,6 +193,14 @@ CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
         r"center: mode 3 is out of range for a tensor train of order 3",
     ),
     ("centre type", lambda: orthogonalize(X, 1.0), TypeError, r"center: expected an int mode index"),  # type: ignore[arg-type]
+    ("centre bool", lambda: orthogonalize(X, True), TypeError, r"center: expected an int mode index, got bool"),
+    (
+        "centre 1-D",
+        lambda: orthogonalize(X, torch.tensor([1])),  # type: ignore[arg-type]
+        TypeError,
+        r"center: expected an int mode index, got Tensor",
+    ),
+    ("bond float", lambda: merge(X, np.float64(0)), TypeError, r"k: expected an int bond index, got float64"),  # type: ignore[arg-type]
     ("core index", lambda: X.is_left_orthonormal(5), IndexError, r"k: mode 5 is out of range"),
     (
         "orthogonalize nan",
@@ -424,3 +433,59 @@ def test_orthogonalize_names_non_finite_cores(x: TensorTrain, data: st.DataObjec
     with pytest.raises(ValueError, match="NaN or Inf"):
         y.orthogonalize(center)
     assert not bool(torch.isfinite(y.norm()))  # a reduction: propagates, like torch.linalg.vector_norm
+
+
+#: Integer scalars of every kind: where an entry point takes a mode, a bond or a key, each means that int.
+INTEGER_KINDS: dict[str, Callable[[int], object]] = {
+    "int": int,
+    "np.int64": np.int64,
+    "np.int32": np.int32,
+    "np.uint8": lambda i: np.uint8(i % 256),
+    "np 0-d array": np.array,
+    "0-d int64 tensor": torch.tensor,
+    "0-d uint8 tensor": lambda i: torch.tensor(i % 256, dtype=torch.uint8),
+    "0-d int16 tensor": lambda i: torch.tensor(i, dtype=torch.int16),
+}
+
+
+@given(trains(orders=range(2, 6), dtypes=torch.float64), st.sampled_from(sorted(INTEGER_KINDS)), st.data())
+def test_modes_bonds_and_keys_take_integer_scalars_of_every_kind(
+    x: TensorTrain, kind: str, data: st.DataObject
+) -> None:
+    # Regression: check_mode and the bond check took only Python ints (orthogonalize(x, np.int64(1)) raised
+    # "expected an int mode index"), unlike the indices of x[...]; one rule (tnadapt.tt._errors.as_int) for all.
+    as_kind = INTEGER_KINDS[kind]
+    signed = kind not in ("np.uint8", "0-d uint8 tensor")
+    c = data.draw(st.integers(-x.order if signed else 0, x.order - 1), label="mode")
+    b = data.draw(st.integers(-(x.order - 1) if signed else 0, x.order - 2), label="bond")
+    y = orthogonalize(x, as_kind(c))  # type: ignore[arg-type]
+    assert y.center == c % x.order and all(torch.equal(p, q) for p, q in zip(y.cores, orthogonalize(x, c).cores))
+    assert TensorTrain(y.cores, center=as_kind(c)).center == c % x.order  # type: ignore[arg-type]
+    assert y.is_left_orthonormal(as_kind(b)) == y.is_left_orthonormal(b)  # type: ignore[arg-type]
+    assert y.is_right_orthonormal(as_kind(c)) == y.is_right_orthonormal(c)  # type: ignore[arg-type]
+    assert torch.equal(merge(x, as_kind(b)), merge(x, b))  # type: ignore[arg-type]
+    if kind == "np 0-d array":  # unhashable: not a mapping key
+        return
+    v = torch.ones(x.shape[c], dtype=x.dtype)
+    got, expected = contract(x, {as_kind(c): v}), contract(x, {c: v})  # type: ignore[dict-item]
+    assert isinstance(got, TensorTrain) and isinstance(expected, TensorTrain)
+    assert all(torch.equal(p, q) for p, q in zip(got.cores, expected.cores))
+    # Keys of tt_from_lowrank's factor mapping: an integer scalar, or a tuple of them.
+    g = torch.Generator().manual_seed(0)
+    pair = (torch.randn(3, 1, generator=g, dtype=torch.float64), torch.randn(2, 1, generator=g, dtype=torch.float64))
+    k = data.draw(st.integers(0, 2), label="key")
+    for key, shape in ((as_kind(k), (3,)), ((as_kind(k), as_kind(0)), (3, 1))):
+        rep = tt_from_lowrank({key: pair}, shape)  # type: ignore[dict-item]
+        ref = tt_from_lowrank({(k, 0)[: len(shape)] if len(shape) > 1 else k: pair}, shape)
+        assert torch.allclose(rep.tt.full(), ref.tt.full(), rtol=0.0, atol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [1.0, True, np.bool_(True), torch.tensor(1.0), torch.tensor([1]), "1", None])
+def test_non_integer_modes_and_bonds_are_refused_naming_them(bad: object) -> None:
+    got = re.escape(type(bad).__name__)
+    with pytest.raises(TypeError, match=rf"center: expected an int mode index, got {got}"):
+        orthogonalize(X, bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=rf"k: expected an int bond index, got {got}"):
+        merge(X, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"factors: key .* is not a valid index into index_shape \(2,\)"):
+        tt_from_lowrank({bad: (torch.ones(3, 1), torch.ones(2, 1))}, (2,))  # type: ignore[dict-item]

@@ -8,12 +8,22 @@ given.
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["check_finite", "check_int_rank", "check_min_rank", "check_mode", "check_positive_float", "check_rank_spec"]
+__all__ = [
+    "as_int",
+    "check_finite",
+    "check_int_rank",
+    "check_min_rank",
+    "check_mode",
+    "check_positive_float",
+    "check_rank_spec",
+    "describe",
+]
 
 
 def check_finite(name: str, tensors: torch.Tensor | Sequence[torch.Tensor]) -> None:
@@ -79,12 +89,11 @@ def check_rank_spec(name: str, value: int | Sequence[int] | None, num_bonds: int
         return None
     if isinstance(value, bool):
         raise TypeError(f"{name}: expected an int or a list of ints, got bool {value!r}")
-    if isinstance(value, numbers.Integral):  # int, numpy integers
-        values = [int(value)] * num_bonds
+    single = as_int(value)
+    if single is not None:  # int, numpy integers, 0-d integer tensors
+        values = [single] * num_bonds
     elif isinstance(value, torch.Tensor) and value.ndim == 0:
-        if not _is_int(value):
-            raise TypeError(f"{name}: expected an int or a list of {num_bonds} ints, got {value!r}")
-        values = [int(value)] * num_bonds
+        raise TypeError(f"{name}: expected an int or a list of {num_bonds} ints, got {value!r}")
     else:
         try:
             items = list(value)  # type: ignore[arg-type]
@@ -105,19 +114,45 @@ def check_rank_spec(name: str, value: int | Sequence[int] | None, num_bonds: int
     return values
 
 
-def _is_int(value: object) -> bool:
-    """An int, a numpy integer or a 0-d integer tensor (not a bool, not a float)."""
-    if isinstance(value, bool):
-        return False
+def as_int(value: object) -> int | None:
+    """``value`` as a Python int if it is an integer scalar, else ``None``.
+
+    Integer scalars are Python ints, numpy integers (and 0-d integer arrays) and 0-d
+    tensors of any integer dtype (``uint8`` included).  Bools (Python, numpy, or a
+    ``torch.bool`` tensor) are not integers here, nor are floats or 1-element 1-D arrays.
+    Every entry point that takes an index, a mode or a bond uses this one rule.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return None
     if isinstance(value, torch.Tensor):
-        return value.ndim == 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
-    return isinstance(value, numbers.Integral) and not isinstance(value, np.bool_)
+        integer = not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+        return int(value) if value.ndim == 0 and integer else None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _is_int(value: object) -> bool:
+    """An integer scalar in the sense of :func:`as_int`."""
+    return as_int(value) is not None
+
+
+def describe(value: object) -> str:
+    """A short description of ``value`` for error messages: type, and shape/dtype for arrays."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"
 
 
 def check_mode(name: str, mode: int, order: int) -> int:
-    """Normalise a (possibly negative) mode index, raising ``IndexError`` with context."""
-    if isinstance(mode, bool) or not isinstance(mode, int):
+    """Normalise a (possibly negative) mode index (an integer scalar, see :func:`as_int`) to ``[0, order)``.
+
+    Raises ``TypeError`` for a non-integer and ``IndexError`` for an out-of-range mode.
+    """
+    i = as_int(mode)
+    if i is None:
         raise TypeError(f"{name}: expected an int mode index, got {type(mode).__name__} {mode!r}")
-    if not -order <= mode < order:
-        raise IndexError(f"{name}: mode {mode} is out of range for a tensor train of order {order}")
-    return mode % order
+    if not -order <= i < order:
+        raise IndexError(f"{name}: mode {i} is out of range for a tensor train of order {order}")
+    return i % order

@@ -2,25 +2,33 @@
 
 Per mode an index may be an integer (``int``, numpy integer or 0-d integer tensor; fixes
 the mode; negative counts from the end), a ``slice`` (any step, Python semantics; it must
-select at least one entry), or a 1-D integer list/tensor (selects entries along the mode, like
-``torch.index_select``).  ``...`` expands to full slices; missing trailing indices are
+select at least one entry), or a 1-D integer list/array/tensor (selects entries along the mode,
+like ``torch.index_select``).  ``...`` expands to full slices; missing trailing indices are
 full slices.  Fixed modes are absorbed into a neighbouring core, so the result is a
 ``TensorTrain`` over the remaining modes, or a 0-d tensor when every mode is fixed.
 Use ``.full()`` on the result for a dense tensor.
+
+Index dtypes (one rule for :func:`getitem` and :func:`gather`): every integer dtype is an
+index — ``int64``, ``int32``, ``int16``, ``int8`` and the unsigned ``uint8``/``uint16``/
+``uint32``/``uint64`` (which cannot count from the end).  Unlike plain torch indexing, a
+``uint8`` tensor is read as integer positions, never as a mask.  Booleans (``True``, bool
+lists, arrays and tensors) are refused: a mask is not an index here; pass its positions,
+``mask.nonzero().squeeze(1)``.  Floating and complex indices are refused as well.
 """
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
-import numpy as np
 import torch
 
+from ._errors import as_int, describe
 from .ops import absorb_matrices
 from .tensor_train import TensorTrain
 
 __all__ = ["gather", "getitem"]
+
+_MASK_HINT = "booleans are not indices here (for a mask pass its positions, mask.nonzero().squeeze(1))"
 
 
 def _expand_index(index: Any, d: int) -> list[Any]:
@@ -32,32 +40,46 @@ def _expand_index(index: Any, d: int) -> list[Any]:
     if n_real > d:
         raise IndexError(f"index: too many indices ({n_real}) for a tensor train of order {d}")
     if n_ellipsis:
-        pos = items.index(Ellipsis)
+        pos = next(i for i, it in enumerate(items) if it is Ellipsis)  # not list.index: arrays compare elementwise
         items = items[:pos] + [slice(None)] * (d - n_real) + items[pos + 1 :]
     return items + [slice(None)] * (d - len(items))
 
 
-def _as_int(idx: Any) -> int | None:
-    """``idx`` as a Python int if it is a scalar integer (int, numpy integer, 0-d integer tensor)."""
-    if isinstance(idx, (bool, np.bool_)):
+def _is_integer_dtype(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
+def _wrap_indices(indices: torch.Tensor, sizes: torch.Tensor | int) -> torch.Tensor | None:
+    """Integer ``indices`` (any integer dtype) as ``int64`` positions in ``[0, sizes)``, or ``None`` if any is out of range.
+
+    Entries of a signed dtype may be negative (``-n <= i < n``, counting from the end);
+    unsigned entries must satisfy ``0 <= i < n`` (a ``uint64`` above ``2**63 - 1`` wraps
+    negative in ``int64`` and is caught by that bound).  ``sizes`` broadcasts against
+    ``indices`` (a mode size, or one size per column).  One host synchronisation.
+    """
+    wide = indices.to(torch.int64)
+    low = -sizes if indices.dtype.is_signed else 0
+    if bool(((wide < low) | (wide >= sizes)).any()):
         return None
-    if isinstance(idx, torch.Tensor):
-        ok = idx.ndim == 0 and not (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool)
-        return int(idx) if ok else None
-    try:
-        return operator.index(idx)
-    except TypeError:
-        return None
+    return wide % sizes
+
+
+_EXPECTED = "expected an int, a slice or a non-empty 1-D integer index"
+
+
+def _bad_index(k: int, idx: Any, *, boolean: bool = False) -> IndexError:
+    got = describe(idx) if isinstance(idx, torch.Tensor) else repr(idx)
+    if boolean:
+        return IndexError(f"index[{k}]: boolean indices are not supported: {_EXPECTED}, got {got}; {_MASK_HINT}")
+    return IndexError(f"index[{k}]: {_EXPECTED}, got {got}")
 
 
 def _select(core: torch.Tensor, k: int, idx: Any) -> torch.Tensor:
     n = core.shape[1]
-    if isinstance(idx, (bool, np.bool_)):
-        raise IndexError(f"index[{k}]: boolean indices are not supported")
-    i = _as_int(idx)
+    i = as_int(idx)
     if i is not None:
         if not -n <= i < n:
-            raise IndexError(f"index[{k}]: {i} is out of range for mode {k} of size {n}")
+            raise IndexError(f"index[{k}]: {i} is out of range for mode {k} of size {n} (expected {-n} <= i < {n})")
         return core[:, i % n, :]
     if isinstance(idx, slice):
         positions = range(n)[idx]  # Python semantics, negative steps included
@@ -68,15 +90,20 @@ def _select(core: torch.Tensor, k: int, idx: Any) -> torch.Tensor:
         return core.index_select(1, torch.arange(positions.start, positions.stop, positions.step, device=core.device))
     try:
         tensor = torch.as_tensor(idx, device=core.device)
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise _bad_index(k, idx) from None
+    if tensor.dtype == torch.bool:
+        raise _bad_index(k, idx, boolean=True)
+    if tensor.ndim != 1 or tensor.numel() == 0 or not _is_integer_dtype(tensor.dtype):
+        raise _bad_index(k, idx)
+    positions_t = _wrap_indices(tensor, n)
+    if positions_t is None:
+        low = -n if tensor.dtype.is_signed else 0
         raise IndexError(
-            f"index[{k}]: expected an int, a slice or a non-empty 1-D integer index, got {idx!r}"
-        ) from None
-    if tensor.ndim != 1 or tensor.is_floating_point() or tensor.dtype == torch.bool or tensor.numel() == 0:
-        raise IndexError(f"index[{k}]: expected an int, a slice or a non-empty 1-D integer index, got {idx!r}")
-    if bool(((tensor < -n) | (tensor >= n)).any()):
-        raise IndexError(f"index[{k}]: entries out of range for mode {k} of size {n}: {tensor.tolist()}")
-    return core.index_select(1, tensor % n)
+            f"index[{k}]: entries out of range for mode {k} of size {n}: {tensor.tolist()} "
+            f"(expected {low} <= i < {n} for {tensor.dtype} entries)"
+        )
+    return core.index_select(1, positions_t)
 
 
 def getitem(tt: TensorTrain, index: Any, *, dense: bool = False) -> TensorTrain | torch.Tensor:
@@ -106,7 +133,8 @@ def getitem(tt: TensorTrain, index: Any, *, dense: bool = False) -> TensorTrain 
 def gather(tt: TensorTrain, indices: torch.Tensor) -> torch.Tensor:
     """Entries at the multi-indices in ``indices`` (integer tensor ``(batch, d)``) → ``(batch,)``.
 
-    Negative entries count from the end of their mode, as in :func:`getitem`.  Cost
+    ``indices`` may have any integer dtype, as the index tensors of :func:`getitem` (booleans
+    are refused).  Negative entries of a signed dtype count from the end of their mode.  Cost
     ``O(batch d r^2)``; differentiable with respect to the cores.
 
     >>> import torch
@@ -118,16 +146,21 @@ def gather(tt: TensorTrain, indices: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(indices, torch.Tensor):
         indices = torch.as_tensor(indices)
-    if indices.ndim != 2 or indices.shape[1] != tt.order or indices.is_floating_point() or indices.dtype == torch.bool:
+    if indices.ndim != 2 or indices.shape[1] != tt.order or not _is_integer_dtype(indices.dtype):
+        hint = f"; {_MASK_HINT}" if indices.dtype == torch.bool else ""
         raise ValueError(
             f"indices: expected an integer tensor of shape (batch, {tt.order}), got "
-            f"{indices.dtype} {tuple(indices.shape)}"
+            f"{indices.dtype} {tuple(indices.shape)}{hint}"
         )
-    indices = indices.to(tt.device)
     sizes = torch.tensor(tt.shape, device=tt.device)
-    if bool(((indices < -sizes) | (indices >= sizes)).any()):
-        raise IndexError(f"indices: entries out of range for shape {tt.shape}")
-    indices = indices % sizes
+    wrapped = _wrap_indices(indices.to(tt.device), sizes)
+    if wrapped is None:
+        low = "-n_k" if indices.dtype.is_signed else "0"
+        raise IndexError(
+            f"indices: entries out of range for shape {tt.shape} "
+            f"(expected {low} <= indices[:, k] < n_k for {indices.dtype} entries)"
+        )
+    indices = wrapped
     batch = indices.shape[0]
     env = tt.cores[0].new_ones(batch, 1)
     for k, core in enumerate(tt.cores):

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import torch
 
 from . import linalg
-from ._errors import check_min_rank, check_positive_float, check_rank_spec
+from ._errors import as_int, check_min_rank, check_positive_float, check_rank_spec
 from ._numerics import stable_norm
 from .decompositions import tt_svd
 from .tensor_train import TensorTrain
@@ -108,9 +108,13 @@ class LowRankReport(TruncationReport):
 
 
 def _flat_index(key: int | tuple[int, ...], index_shape: tuple[int, ...]) -> int:
-    key_t = (key,) if isinstance(key, int) else tuple(key)
-    if len(key_t) != len(index_shape) or any(
-        isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n for i, n in zip(key_t, index_shape)
+    """Row-major flat position of ``key`` (an integer scalar, or a tuple of them, one per index mode)."""
+    parts = [key] if as_int(key) is not None else list(key) if isinstance(key, (tuple, list)) else []
+    key_t = [i for i in map(as_int, parts) if i is not None]
+    if (
+        len(key_t) != len(parts)
+        or len(key_t) != len(index_shape)
+        or any(not 0 <= i < n for i, n in zip(key_t, index_shape))
     ):
         raise ValueError(f"factors: key {key!r} is not a valid index into index_shape {index_shape}")
     flat = 0

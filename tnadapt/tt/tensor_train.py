@@ -269,6 +269,8 @@ class TensorTrain:
     def __getitem__(self, index: Index | tuple[Index | type(Ellipsis), ...]) -> TensorTrain | torch.Tensor:  # type: ignore[valid-type]
         """``x[i, j, ...]``: ints fix a mode, slices/index lists restrict it.
 
+        Indices of every integer dtype are accepted (a ``uint8`` tensor is positions, not a
+        mask); booleans are refused (see :mod:`tnadapt.tt.indexing`).
         Returns a 0-d tensor when every mode is fixed, otherwise a smaller
         ``TensorTrain`` (fixed modes are absorbed into a neighbouring core); for a dense
         result use :func:`tnadapt.tt.getitem` with ``dense=True`` (or ``.full()`` on it).
@@ -278,7 +280,7 @@ class TensorTrain:
         return getitem(self, index)
 
     def gather(self, indices: torch.Tensor) -> torch.Tensor:
-        """Entries ``X[indices[b, 0], ..., indices[b, d-1]]`` for an integer tensor ``(batch, d)``."""
+        """Entries ``X[indices[b, 0], ..., indices[b, d-1]]`` for an integer tensor ``(batch, d)`` (any integer dtype)."""
         from .indexing import gather
 
         return gather(self, indices)

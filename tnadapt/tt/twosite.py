@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from . import linalg
-from ._errors import check_finite, check_positive_float
+from ._errors import as_int, check_finite, check_positive_float
 from ._numerics import stable_norm
 from .canonical import orthogonalize_unchecked
 from .rounding import check_truncation_args
@@ -32,12 +32,13 @@ ABSORB_CHOICES = ("left", "right", "both")
 
 
 def _check_bond(k: int, order: int) -> int:
-    """Normalise a (possibly negative) bond index ``k``: the bond between cores ``k`` and ``k+1``."""
-    if isinstance(k, bool) or not isinstance(k, int):
+    """Normalise a (possibly negative) bond index ``k`` (an integer scalar, as for modes): the bond between cores ``k`` and ``k+1``."""
+    i = as_int(k)
+    if i is None:
         raise TypeError(f"k: expected an int bond index, got {type(k).__name__} {k!r}")
-    if not -(order - 1) <= k < order - 1:
-        raise IndexError(f"k: bond {k} is out of range for a tensor train of order {order} (bonds 0..{order - 2})")
-    return k % (order - 1)
+    if not -(order - 1) <= i < order - 1:
+        raise IndexError(f"k: bond {i} is out of range for a tensor train of order {order} (bonds 0..{order - 2})")
+    return i % (order - 1)
 
 
 def merge(tt: TensorTrain, k: int) -> torch.Tensor:
