@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 from _helpers import as_float, extreme_scales, generator, reference, rtol, trains, wide
@@ -211,3 +214,102 @@ def test_norm_of_a_non_finite_train_is_not_finite(dtype: torch.dtype, value: flo
     cores[0][0, 0, 0] = value
     got = float(TensorTrain(cores).norm())
     assert math.isnan(got) if expected == "nan" else got == math.inf
+
+
+#: Scalar operands of every accepted kind, as ``name -> build(value)``; numpy ones become the Python number.
+SCALAR_KINDS: dict[str, Callable[[float], object]] = {
+    "int": lambda v: int(v),
+    "float": float,
+    "complex": lambda v: complex(v, -v / 2),
+    "np.int64": lambda v: np.int64(int(v)),
+    "np.int32": lambda v: np.int32(int(v)),
+    "np.uint8": lambda v: np.uint8(abs(int(v)) % 256),
+    "np.float64": np.float64,
+    "np.float32": np.float32,
+    "np.complex64": lambda v: np.complex64(complex(v, v)),
+    "np 0-d array": lambda v: np.array(v),
+    "0-d float64 tensor": lambda v: torch.tensor(v, dtype=torch.float64),
+    "0-d float32 tensor": lambda v: torch.tensor(v, dtype=torch.float32),
+    "0-d int tensor": lambda v: torch.tensor(int(v)),
+    "0-d complex tensor": lambda v: torch.tensor(complex(v, 1.0)),
+}
+
+
+def _scalar_value(alpha: object) -> complex:
+    """The number an accepted scalar stands for."""
+    if isinstance(alpha, torch.Tensor):
+        return complex(alpha.item())
+    return complex(alpha.item() if isinstance(alpha, (np.generic, np.ndarray)) else alpha)  # type: ignore[arg-type]
+
+
+def _expected_dtype(x: TensorTrain, alpha: object) -> torch.dtype:
+    """torch's promotion of a core with the scalar (numpy scalars as the Python number they hold)."""
+    operand = alpha.item() if isinstance(alpha, (np.generic, np.ndarray)) else alpha
+    return torch.result_type(torch.empty(1, dtype=x.dtype), operand)  # type: ignore[arg-type]
+
+
+@given(
+    trains(canonical=st.booleans()),
+    st.sampled_from(sorted(SCALAR_KINDS)),
+    st.one_of(st.floats(1.0, 1e3), st.floats(-1e3, -1.0)),
+)
+def test_scalars_of_every_kind_multiply_and_divide_on_either_side(x: TensorTrain, kind: str, value: float) -> None:
+    # Regression: x * np.int64(2) and np.float64(2) * x failed cryptically (numpy broadcast the train as an object
+    # array), and a numpy complex scalar was cast to real.
+    alpha = SCALAR_KINDS[kind](value)
+    number = _scalar_value(alpha)
+    fx = reference(x)
+    dtype = _expected_dtype(x, alpha)
+    atol = rtol(x) * abs(number) * float(torch.linalg.vector_norm(fx))
+    for z in (x * alpha, alpha * x, scale(x, alpha)):  # type: ignore[operator]
+        assert isinstance(z, TensorTrain) and z.ranks == x.ranks and z.center == x.center and z.dtype == dtype
+        assert_dense_close(z.full(), fx * number, rtol=0.0, atol=atol + 1e-30)
+    if number != 0:
+        q = x / alpha
+        assert q.ranks == x.ranks and q.center == x.center and q.dtype == dtype
+        assert_dense_close(q.full(), fx / number, rtol=0.0, atol=atol / abs(number) ** 2 + 1e-30)
+
+
+def test_a_zero_d_tensor_scalar_receives_a_gradient() -> None:
+    x = TensorTrain.random((3, 4), 2, generator=generator(0), dtype=torch.float64)
+    alpha = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    ((x * alpha).full().sum() + (alpha * x).full().sum() + (x / alpha).full().sum()).backward()
+    s = float(x.full().sum())
+    assert alpha.grad is not None and abs(float(alpha.grad) - (2 * s - s / 4)) <= 1e-12 * abs(s)
+
+
+NON_SCALARS: list[object] = [
+    torch.ones(3),
+    torch.ones(1),
+    np.ones(2),
+    [1.0, 2.0],
+    (2,),
+    "2",
+    None,
+    {1: 2},
+    np.array(["a"]),
+]
+
+
+@pytest.mark.parametrize("other", NON_SCALARS, ids=lambda o: type(o).__name__)
+def test_non_scalar_operands_raise_a_type_error_naming_them(other: object) -> None:
+    x = TensorTrain.random((3, 4), 2, generator=generator(0), dtype=torch.float64)
+    kind = re.escape(type(other).__name__)
+    scalar = r"\(a Python or numpy number, or a 0-d tensor\), got "
+    with pytest.raises(TypeError, match=rf"other \(x \* other\): expected a TensorTrain or a scalar {scalar}{kind}"):
+        x * other
+    with pytest.raises(TypeError, match=rf"other \(other \* x\): expected a TensorTrain or a scalar {scalar}{kind}"):
+        other * x  # type: ignore[operator]
+    with pytest.raises(TypeError, match=rf"other \(x / other\): expected a scalar divisor {scalar}{kind}"):
+        x / other
+    with pytest.raises(TypeError, match=rf"alpha: expected a scalar {scalar}{kind}"):
+        scale(x, other)  # type: ignore[arg-type]
+    if isinstance(other, (torch.Tensor, np.ndarray)):  # arrays are described by shape and dtype
+        with pytest.raises(TypeError, match=rf"of shape {re.escape(str(tuple(other.shape)))} and dtype"):
+            x * other
+
+
+def test_division_by_a_train_is_refused() -> None:
+    x = TensorTrain.random((3, 4), 2, generator=generator(0), dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"other \(x / other\): expected a scalar divisor .* got TensorTrain"):
+        x / x

@@ -15,15 +15,21 @@ import numpy as np
 import torch
 
 __all__ = [
+    "Scalar",
     "as_int",
+    "as_scalar",
     "check_finite",
     "check_int_rank",
     "check_min_rank",
     "check_mode",
     "check_positive_float",
     "check_rank_spec",
+    "check_scalar",
     "describe",
 ]
+
+#: What :func:`as_scalar` returns: a Python number, or a 0-d tensor (kept as is, so autograd reaches it).
+Scalar = int | float | complex | torch.Tensor
 
 
 def check_finite(name: str, tensors: torch.Tensor | Sequence[torch.Tensor]) -> None:
@@ -143,6 +149,39 @@ def describe(value: object) -> str:
     if isinstance(value, (torch.Tensor, np.ndarray)):
         return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
     return f"{type(value).__name__} {value!r}"
+
+
+def as_scalar(value: object) -> Scalar | None:
+    """``value`` as a scalar a core can be multiplied by, or ``None`` if it is not scalar-like.
+
+    Scalars are Python and numpy numbers (``numbers.Number``, numpy scalars, 0-d numpy
+    arrays of a numeric or bool dtype: converted to the Python number, so a numpy complex
+    promotes like a Python complex instead of being cast to real) and 0-d tensors (returned
+    unchanged, so a gradient can flow to them).  Tensors and arrays with a dimension, and
+    everything else, are not.
+    """
+    if isinstance(value, torch.Tensor):
+        return value if value.ndim == 0 else None
+    if isinstance(value, (np.generic, np.ndarray)):
+        if value.ndim != 0 or value.dtype.kind not in "biufc":
+            return None
+        return value.item()  # type: ignore[no-any-return]
+    if isinstance(value, numbers.Number):
+        return value  # type: ignore[return-value]
+    return None
+
+
+def check_scalar(name: str, value: object, *, expected: str = "a scalar") -> Scalar:
+    """:func:`as_scalar`, raising ``TypeError`` naming ``name`` when ``value`` is not a scalar.
+
+    ``expected`` words what the caller accepts (``"a TensorTrain or a scalar"`` for ``x * other``).
+    """
+    scalar = as_scalar(value)
+    if scalar is None:
+        raise TypeError(
+            f"{name}: expected {expected} (a Python or numpy number, or a 0-d tensor), got {describe(value)}"
+        )
+    return scalar
 
 
 def check_mode(name: str, mode: int, order: int) -> int:

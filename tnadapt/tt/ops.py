@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import opt_einsum
 import torch
 
-from ._errors import check_mode
+from ._errors import Scalar, check_mode, check_scalar
 from ._numerics import stable_norm
 from .tensor_train import TensorTrain
 
@@ -69,9 +69,11 @@ def add(a: TensorTrain, b: TensorTrain) -> TensorTrain:
 def scale(a: TensorTrain, alpha: float | complex | torch.Tensor) -> TensorTrain:
     """``alpha * a``: the scalar multiplies the core at the orthogonality centre (or the first).
 
-    The result dtype follows torch's promotion for ``core * alpha``: a complex ``alpha``
-    (Python or 0-d tensor) turns a real train complex, promoting every core; a real
-    scalar keeps the train's dtype.
+    ``alpha`` is a Python or numpy number (numpy scalars and 0-d arrays are converted to
+    the Python number) or a 0-d tensor (kept, so a gradient reaches it); anything else
+    raises ``TypeError``.  The result dtype follows torch's promotion for ``core * alpha``:
+    a complex ``alpha`` (Python, numpy or 0-d tensor) turns a real train complex, promoting
+    every core; a real scalar keeps the train's dtype.
 
     >>> import torch
     >>> from tnadapt.tt import TensorTrain
@@ -79,9 +81,15 @@ def scale(a: TensorTrain, alpha: float | complex | torch.Tensor) -> TensorTrain:
     >>> scale(x, 2j).dtype
     torch.complex64
     """
+    return scale_unchecked(a, check_scalar("alpha", alpha))
+
+
+def scale_unchecked(a: TensorTrain, alpha: Scalar, *, divide: bool = False) -> TensorTrain:
+    """:func:`scale` (or, with ``divide=True``, division by ``alpha``) for an ``alpha`` already checked by
+    :func:`~tnadapt.tt._errors.check_scalar`; the operators of :class:`TensorTrain` name their operand there."""
     k = a.center if a.center is not None else 0
     cores = list(a.cores)
-    scaled = cores[k] * alpha
+    scaled = cores[k] / alpha if divide else cores[k] * alpha
     if scaled.dtype != a.dtype:
         cores = [c.to(scaled.dtype) for c in cores]
     cores[k] = scaled

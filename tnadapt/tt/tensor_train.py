@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._errors import check_mode
+from ._errors import check_mode, check_scalar
 
 if TYPE_CHECKING:
     from .truncation import TruncatedSVD
@@ -95,6 +95,9 @@ class TensorTrain:
     """
 
     __slots__ = ("_center", "_cores")
+
+    #: numpy defers to :meth:`__rmul__` instead of broadcasting a train as an object array (``np.float64(2) * x``).
+    __array_ufunc__ = None
 
     def __init__(self, cores: Sequence[torch.Tensor], *, center: int | None = None) -> None:
         cores = tuple(cores)
@@ -309,24 +312,28 @@ class TensorTrain:
         return scale(self, -1.0)
 
     def __mul__(self, other: Any) -> TensorTrain:
-        """Scalar multiple (ranks unchanged) or, for a train, the Hadamard product (ranks multiply)."""
-        from .ops import hadamard, scale
+        """``self * other``: a scalar multiple (ranks unchanged) or, for a train, the Hadamard product (ranks multiply).
+
+        Scalars are Python and numpy numbers and 0-d tensors (see :func:`tnadapt.tt.scale`);
+        anything else raises ``TypeError`` naming the operand.
+        """
+        from .ops import hadamard, scale_unchecked
 
         if isinstance(other, TensorTrain):
             return hadamard(self, other)
-        if isinstance(other, (int, float, complex)) or (isinstance(other, torch.Tensor) and other.ndim == 0):
-            return scale(self, other)
-        return NotImplemented
+        return scale_unchecked(self, check_scalar("other (x * other)", other, expected="a TensorTrain or a scalar"))
 
-    __rmul__ = __mul__
+    def __rmul__(self, other: Any) -> TensorTrain:
+        """``other * self`` for a scalar ``other`` (``2 * x``, ``np.float32(2) * x``, ``torch.tensor(2.0) * x``)."""
+        from .ops import scale_unchecked
+
+        return scale_unchecked(self, check_scalar("other (other * x)", other, expected="a TensorTrain or a scalar"))
 
     def __truediv__(self, other: Any) -> TensorTrain:
-        """Division by a scalar (ranks unchanged)."""
-        from .ops import scale
+        """``self / other`` for a scalar ``other`` (ranks unchanged); the centre core is divided by it."""
+        from .ops import scale_unchecked
 
-        if isinstance(other, (int, float, complex)) or (isinstance(other, torch.Tensor) and other.ndim == 0):
-            return scale(self, 1.0 / other)
-        return NotImplemented
+        return scale_unchecked(self, check_scalar("other (x / other)", other, expected="a scalar divisor"), divide=True)
 
     def dot(self, other: TensorTrain) -> torch.Tensor:
         """Inner product ``<self, other> = sum conj(self) * other`` (0-d tensor)."""
