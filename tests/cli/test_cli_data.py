@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tnadapt.data import DataError, load_embedded, load_table, split_by_group
+from tnadapt.data import DataError, integer_label_notice, load_embedded, load_table, split_by_group
 
 
 @pytest.mark.parametrize("name", ["rt-polarity", "rt-subjectivity"])
@@ -76,6 +76,9 @@ def test_load_table_formats(tmp_path: Path) -> None:
         ("[1, 2]\n", "y.jsonl", "expected a JSON object per line"),
         ("{oops\n", "z.jsonl", "not a JSON object per line"),
         ("text,label\na,1\n", "data.parquet", "unsupported file type"),
+        ("text,label\na,0\nb,1\nc,²\n", "sup.csv", r"sup\.csv:4: label '²' in column 'label' is not an integer"),
+        ("text,label\na,yes\nb,3\n", "mix.csv", r"mix\.csv:2: label 'yes' .* but the label '3' on line 3 is"),
+        ("text,label\na,1\nb,0.5\n", "half.csv", r"half\.csv:3: label '0\.5' in column 'label' is not an integer"),
     ],
 )
 def test_load_table_errors_name_the_problem(tmp_path: Path, content: str, name: str, message: str) -> None:
@@ -83,3 +86,25 @@ def test_load_table_errors_name_the_problem(tmp_path: Path, content: str, name: 
     path.write_text(content)
     with pytest.raises(DataError, match=message):
         load_table(path)
+
+
+def test_integer_labels_are_indices_only_when_they_are_0_to_k_minus_1(tmp_path: Path) -> None:
+    """0..K-1 stay as they are; other integer sets are renumbered in numeric order; spellings of one integer agree."""
+    path = tmp_path / "a.csv"
+    path.write_text("text,label\na,2\nb,0\nc,1\n")
+    assert load_table(path).label_names == ("0", "1", "2")
+    assert integer_label_notice(load_table(path).label_names) is None
+    path.write_text("text,label\na,-1\nb,1\nc,10\nd,2\n")
+    ds = load_table(path)
+    assert ds.label_names == ("-1", "1", "2", "10") and ds.labels == [0, 1, 3, 2]  # numeric, not string, order
+    assert integer_label_notice(ds.label_names) == (
+        "integer labels -1, 1, 2, 10 are not 0..3: class i is the i-th smallest (-1 -> 0, 1 -> 1, 2 -> 2, 10 -> 3)"
+    )
+    (tmp_path / "v.jsonl").write_text('{"text": "x", "label": 10.0}\n{"text": "y", "label": " +01"}\n')
+    assert load_table(tmp_path / "v.jsonl", label_names=ds.label_names).labels == [3, 1]
+
+
+def test_unseen_validation_label_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "v.csv").write_text("text,label\na,1\nb,7\n")
+    with pytest.raises(DataError, match=r"v\.csv:3: label '7' in column 'label' is not one of the training labels"):
+        load_table(tmp_path / "v.csv", label_names=("0", "1"))

