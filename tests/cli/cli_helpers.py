@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +26,27 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def one_line_error(code: int, out: str, err: str) -> str:
+    """Assert the CLI's rule for mistakes (exit status 2, one ``tnadapt[ COMMAND]: error:`` line, no traceback);
+    returns the line."""
+    assert code == 2, (code, err)
+    assert err.count("\n") == 1 and err.startswith("tnadapt") and ": error: " in err, err
+    assert "Traceback" not in err + out
+    return err
+
+
+def save_tiny_model(directory: Path, config_cls: Any, **dims: Any) -> Path:
+    """A randomly initialised ``transformers`` encoder (``config_cls(**dims)``, safetensors weights) with the
+    embedded model's tokenizer and vocabulary size, saved to ``directory``."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from tnadapt.finetune.model import embedded_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    torch.manual_seed(0)
+    AutoModel.from_config(config_cls(vocab_size=tokenizer.vocab_size, **dims)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

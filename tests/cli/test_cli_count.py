@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import one_line_error, run_cli
 
 from tnadapt.finetune.counting import PAPER_MODELS, PAPER_ROWS, count_parameters, skeleton
 
@@ -117,3 +117,21 @@ def test_python_dash_m_entry_point() -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "13,184" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        ({"hidden_size": 0, "num_attention_heads": 0}, "hidden_size must be a positive integer, got 0"),
+        ({"num_hidden_layers": -2}, "num_hidden_layers must be a positive integer, got -2"),
+        ({"num_attention_heads": 0}, "num_attention_heads must be a positive integer, got 0"),
+    ],
+)
+def test_count_a_config_with_impossible_sizes_gives_one_line(
+    sizes: dict, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Zero or negative sizes (transformers cannot build them either) are refused, not divided by."""
+    config = {"model_type": "not-a-model", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}
+    (tmp_path / "config.json").write_text(json.dumps(config | sizes))
+    err = one_line_error(*run_cli(capsys, "count", "--model", str(tmp_path)))
+    assert f"--model: {tmp_path / 'config.json'}: {expected}" in err

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import TINY, read_json, run_cli
+from cli_helpers import TINY, one_line_error, read_json, run_cli, save_tiny_model
 from safetensors.torch import load_file
 
 from tnadapt.data import load_embedded
@@ -109,16 +110,10 @@ def test_tera_adapter_through_the_same_wrap_api(tmp_path: Path, capsys: pytest.C
 
 def test_default_targets_follow_the_models_naming(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A local DistilBERT (attention Linears q_lin/v_lin) needs no --targets: the q/v projections are found."""
-    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+    from transformers import DistilBertConfig
 
-    from tnadapt.finetune.model import embedded_model_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
-    torch.manual_seed(0)
-    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, hidden_dim=64, n_layers=2, n_heads=4)
-    model_dir = tmp_path / "distilbert"
-    DistilBertModel(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    dims = {"dim": 32, "hidden_dim": 64, "n_layers": 2, "n_heads": 4}
+    model_dir = save_tiny_model(tmp_path / "distilbert", DistilBertConfig, **dims)
     for adapter in ("metatt-4d", "lora"):
         out = tmp_path / adapter
         argv = ["finetune", "--model", str(model_dir), "--adapter", adapter, "--epochs", "1", *TINY]
@@ -132,3 +127,31 @@ def test_default_targets_follow_the_models_naming(tmp_path: Path, capsys: pytest
     assert saved["config"]["target_modules"] == ["q_lin", "v_lin"]
     (group,) = saved["groups"].values()
     assert sorted({t.rsplit(".", 1)[-1] for t in group["targets"]}) == ["q_lin", "v_lin"]
+
+
+def test_sparse_integer_labels_are_renumbered_and_resume_checks_file_contents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Labels 0/100000 give a 2-class head (with a notice); a changed file at the same path cannot be resumed."""
+    ds = load_embedded("rt-polarity", "valid").sample(16, seed=2)
+    data = tmp_path / "sparse.csv"
+    with data.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows([t, 100_000 * y] for t, y in zip(ds.texts, ds.labels))
+    out = tmp_path / "run"
+    argv = ["finetune", *TINY, "--train", str(data), "--valid", str(data), "--epochs", "1", "--rank", "2"]
+    code, stdout, err = run_cli(capsys, *argv, "--out", str(out))
+    assert code == 0, err
+    notice = "integer labels 0, 100000 are not 0..1: class i is the i-th smallest (0 -> 0, 100000 -> 1)"
+    assert f"--train {data}: {notice}" in stdout
+    assert read_json(out / "metrics.json")["head_params"] == 2 * 384 + 2
+    original = data.read_bytes()
+    saved = read_json(out / "run_config.json")["data"][0]
+    assert saved["train_sha256"] == saved["valid_sha256"] == hashlib.sha256(original).hexdigest()
+    data.write_bytes(original + b"one more review,0\r\n")  # same path, same flags, other content
+    err = one_line_error(*run_cli(capsys, *argv, "--out", str(out), "--resume"))
+    assert f"--resume: --train file {str(data)!r} has changed since the run started (sha256 " in err
+    data.write_bytes(original)
+    code, stdout, err = run_cli(capsys, *argv, "--out", str(out), "--resume")
+    assert code == 0 and "resumed from" in stdout, err

@@ -138,14 +138,24 @@ def model_shape_from_config(path: str | os.PathLike[str]) -> ModelShape:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise UserError(f"--model: {cfg_path} is not a transformer config ({type(exc).__name__}: {exc})") from None
     decoder = str(cfg.get("model_type", "")) in {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"}
+    try:
+        intermediate = int(cfg.get("intermediate_size", 4 * hidden))
+        kv_heads = int(cfg["num_key_value_heads"]) if cfg.get("num_key_value_heads") else None
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"--model: {cfg_path} is not a transformer config ({type(exc).__name__}: {exc})") from None
+    sizes = {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads}
+    sizes |= {"intermediate_size": intermediate, "num_key_value_heads": kv_heads or heads}
+    for key, value in sizes.items():
+        if value < 1:
+            raise UserError(f"--model: {cfg_path}: {key} must be a positive integer, got {value}")
     return ModelShape(
         name=str(cfg.get("_name_or_path") or cfg_path.parent.name),
         style="decoder" if decoder else "encoder",
         hidden=hidden,
         layers=layers,
         heads=heads,
-        intermediate=int(cfg.get("intermediate_size", 4 * hidden)),
-        kv_heads=int(cfg["num_key_value_heads"]) if cfg.get("num_key_value_heads") else None,
+        intermediate=intermediate,
+        kv_heads=kv_heads,
     )
 
 

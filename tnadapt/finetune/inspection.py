@@ -37,60 +37,125 @@ def _find_adapter_dir(path: Path) -> Path:
     raise UserError(f"inspect: {str(path)!r} is not a tnadapt run or adapter directory (no adapter_config.json)")
 
 
+class _Fields:
+    """Typed reads of one JSON file's fields: a missing or mistyped field is a one-line :class:`UserError` naming
+    the file and the field (``inspect`` reports damaged files, it does not trace back on them)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get(
+        self, where: dict[str, Any], key: str, kind: type | tuple[type, ...], field: str, default: Any = None
+    ) -> Any:
+        """``where[key]`` if it is a ``kind``; with a ``default``, the field is optional (absent or null: default)."""
+        if default is not None and where.get(key) is None:
+            return default
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        value = where.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):  # JSON true/false is no size nor list
+            names = " or ".join(k.__name__ for k in kinds)
+            got = "missing" if key not in where else f"a {type(value).__name__}"
+            raise UserError(f"inspect: {self.path}: field {field!r} should be a {names}, it is {got}")
+        return value
+
+    def ints(self, where: dict[str, Any], key: str, field: str) -> list[int] | None:
+        """``where[key]`` as a list of positive ints, ``None`` if absent."""
+        if where.get(key) is None:
+            return None
+        values = self.get(where, key, list, field)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+            raise UserError(
+                f"inspect: {self.path}: field {field!r} should be a list of positive integers, got {values}"
+            )
+        return values
+
+
+def _tt_cores(tensors: dict[str, torch.Tensor], prefix: str, weights: Path) -> list[torch.Tensor]:
+    """The cores ``{prefix}cores.0, .1, ...`` of one group, checked to chain as a tensor train."""
+    cores = [tensors[f"{prefix}cores.{k}"] for k in range(len(tensors)) if f"{prefix}cores.{k}" in tensors]
+    for k, c in enumerate(cores):
+        left = 1 if k == 0 else int(cores[k - 1].shape[2])
+        if c.dim() != 3 or int(c.shape[0]) != left or (k == len(cores) - 1 and int(c.shape[2]) != 1):
+            raise UserError(
+                f"inspect: {weights}: tensor {prefix}cores.{k} has shape {tuple(c.shape)}, which does not continue "
+                "a tensor train (expected (r_left, n, r_right) with r_left matching the core before it)"
+            )
+        if not bool(torch.isfinite(c).all()):
+            raise UserError(f"inspect: {weights}: tensor {prefix}cores.{k} holds non-finite values (nan or inf)")
+    return cores
+
+
 def _tnadapt_report(adir: Path) -> list[str]:
     from ..nn import lora_num_parameters, read_adapter_config
-    from ..nn.serialization import WEIGHTS_NAME, read_safetensors
+    from ..nn.serialization import CONFIG_NAME, WEIGHTS_NAME, read_safetensors
 
     try:
         data = read_adapter_config(adir)
         tensors = read_safetensors(adir / WEIGHTS_NAME)
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(f"inspect: {exc}") from None
-    cfg = data["config"]
+    f = _Fields(adir / CONFIG_NAME)
+    cfg = f.get(data, "config", dict, "config")
+    groups = f.get(data, "groups", dict, "groups")
+    saved = f.get(data, "modules_to_save", list, "modules_to_save", default=[])
     lines = [
         f"adapter: {adir}",
-        f"family: {data['family']}   preset: {cfg.get('preset', '-')}   alpha: {cfg.get('alpha', '-')}   "
+        f"family: {data.get('family')}   preset: {cfg.get('preset', '-')}   alpha: {cfg.get('alpha', '-')}   "
         f"init: {cfg.get('init') or 'default'}",
-        f"targets: {cfg.get('target_modules')}   saved modules: {data.get('modules_to_save') or []}",
+        f"targets: {cfg.get('target_modules')}   saved modules: {saved}",
     ]
     total = 0
     lora8 = 0
-    for gname, spec in data["groups"].items():
-        owner: dict[str, Any] = spec["owner"]
-        n_targets = len(spec["targets"])
+    for gname, spec in groups.items():
+        where = f"groups.{gname}"
+        spec = f.get(groups, gname, dict, where)
+        owner = f.get(spec, "owner", dict, f"{where}.owner")
+        n_targets = len(f.get(spec, "targets", (dict, list), f"{where}.targets"))
+        fin = f.get(owner, "in_features", int, f"{where}.owner.in_features")
+        fout = f.get(owner, "out_features", int, f"{where}.owner.out_features")
+        modes = f.get(owner, "modes", dict, f"{where}.owner.modes", default={})
+        saved_ranks = f.ints(owner, "ranks", f"{where}.owner.ranks")
+        heads = owner.get("heads")
         prefix = f"adapter.{gname}."
         params = sum(int(v.numel()) for k, v in tensors.items() if k.startswith(prefix))
         total += params
-        fin, fout = int(owner.get("in_features", 0)), int(owner.get("out_features", 0))
         lora8 += lora_num_parameters(fin, fout, 8, n_targets)
         lines.append(f"group {gname}: {n_targets} target layers, {params:,d} trainable parameters")
-        if "modes" in owner:
-            lines.append(f"  modes: {owner['modes']}" + (f"   heads: {owner['heads']}" if owner.get("heads") else ""))
-        cores = [tensors[f"{prefix}cores.{k}"] for k in range(len(tensors)) if f"{prefix}cores.{k}" in tensors]
+        if modes:
+            lines.append(f"  modes: {modes}" + (f"   heads: {heads}" if heads else ""))
+        cores = _tt_cores(tensors, prefix, adir / WEIGHTS_NAME)
         if cores:
             ranks = [1, *(int(c.shape[2]) for c in cores)]
+            if saved_ranks is not None and saved_ranks != ranks[1:-1]:
+                raise UserError(
+                    f"inspect: {adir}: {CONFIG_NAME} gives group {gname!r} the ranks {saved_ranks}, its cores in "
+                    f"{WEIGHTS_NAME} have {ranks[1:-1]}; the two files do not belong together"
+                )
             r = max(ranks)
             lora_r = lora_num_parameters(fin, fout, r, n_targets)
             lines.append(f"  TT ranks: {tuple(ranks)}   (LoRA at rank {r} on these layers: {lora_r:,d} parameters)")
-            names = ["in", *owner.get("modes", {}), *(["head"] if owner.get("heads") else []), "out"]
-            for k, s in enumerate(bond_spectra(cores)):
+            names = ["in", *modes, *(["head"] if heads else []), "out"]
+            for k, sv in enumerate(bond_spectra(cores)):
                 label = f"{names[k]}|{names[k + 1]}" if k + 1 < len(names) else f"bond {k + 1}"
-                lines.append(f"  bond {k + 1} ({label}) rank {len(s)}: singular values {_fmt_values(s)}")
-    heads = sum(int(v.numel()) for k, v in tensors.items() if k.startswith("modules_to_save."))
+                lines.append(f"  bond {k + 1} ({label}) rank {len(sv)}: singular values {_fmt_values(sv)}")
+    heads_total = sum(int(v.numel()) for k, v in tensors.items() if k.startswith("modules_to_save."))
     ratio = f" = {total / lora8:.3f} × LoRA r=8 ({lora8:,d})" if lora8 else ""
-    lines.append(f"adapter parameters: {total:,d}{ratio}; saved head parameters: {heads:,d}")
+    lines.append(f"adapter parameters: {total:,d}{ratio}; saved head parameters: {heads_total:,d}")
     return lines
 
 
 def _plain_report(adir: Path) -> list[str]:
     from ..nn.serialization import read_safetensors
 
+    config_path = adir / "lora_config.json"
     try:
-        cfg = json.loads((adir / "lora_config.json").read_text(encoding="utf-8"))
+        cfg = json.loads(config_path.read_text(encoding="utf-8"))
         tensors = read_safetensors(adir / "lora_model.safetensors")
-    except (ValueError, FileNotFoundError, json.JSONDecodeError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"inspect: {adir}: {exc}") from None
-    spec = cfg.get("spec", {})
+    if not isinstance(cfg, dict):
+        raise UserError(f"inspect: {config_path}: expected a JSON object, got a {type(cfg).__name__}")
+    spec = _Fields(config_path).get(cfg, "spec", dict, "spec", default={})
     lora = sum(int(v.numel()) for k, v in tensors.items() if "lora_" in k)
     heads = sum(int(v.numel()) for k, v in tensors.items() if "lora_" not in k)
     if cfg.get("method") == "head":
@@ -114,17 +179,17 @@ def _metrics_report(path: Path) -> list[str]:
     try:
         m = json.loads(file.read_text(encoding="utf-8"))
         hist = m["history"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        lines = [
+            f"run: {m.get('label')} — {len(hist)} epochs, final valid acc {m['final_valid_acc']:.4f}, "
+            f"best {m['best_valid_acc']:.4f}, {m.get('seconds', 0):.0f}s"
+        ]
+        for h in hist:
+            sweep = ""
+            if h.get("sweep"):
+                sweep = f"  sweep -> ranks {h['sweep']['ranks_after']}"
+            lines.append(f"  epoch {h['epoch']}: loss {h['train_loss']:.4f}  valid acc {h['valid_acc']:.4f}{sweep}")
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):  # not JSON, or fields of the wrong kind
         return [f"metrics: {file} is unreadable"]
-    lines = [
-        f"run: {m.get('label')} — {len(hist)} epochs, final valid acc {m['final_valid_acc']:.4f}, "
-        f"best {m['best_valid_acc']:.4f}, {m.get('seconds', 0):.0f}s"
-    ]
-    for h in hist:
-        sweep = ""
-        if h.get("sweep"):
-            sweep = f"  sweep -> ranks {h['sweep']['ranks_after']}"
-        lines.append(f"  epoch {h['epoch']}: loss {h['train_loss']:.4f}  valid acc {h['valid_acc']:.4f}{sweep}")
     return lines
 
 

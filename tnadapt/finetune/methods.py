@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import MAX_SEED, UserError, check_int
 from .model import TextClassifier
 
 if TYPE_CHECKING:
-    from ..nn import AdapterOwner
+    from ..nn import AdapterOwner, TargetInfo
     from ..optim import TTAdapterLike
 
 __all__ = [
@@ -66,8 +66,9 @@ class MethodSpec:
             raise UserError(f"--adapter: unknown adapter {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.rank is None and self.method not in ("tera", "head"):
             self.rank = 8
-        if self.rank is not None and (isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1):
-            raise UserError(f"--rank: expected a positive integer, got {self.rank!r}")
+        if self.rank is not None:
+            check_int("--rank", self.rank)
+        check_int("--seed", self.seed, minimum=0, maximum=MAX_SEED)
         if self.alpha is not None and not (self.alpha > 0 and self.alpha < float("inf")):
             raise UserError(f"--alpha: expected a positive number, got {self.alpha!r}")
         if self.targets is not None and not self.targets:
@@ -135,7 +136,8 @@ class Attached:
             from ..nn import save_adapter
 
             return save_adapter(self.model, directory)
-        from ..nn.serialization import atomic_write_files, tensor_bytes
+        from ..atomic import write_files
+        from ..nn.serialization import tensor_bytes
 
         state = {n: p for n, p in self.model.named_parameters() if "lora_" in n or n.startswith(HEAD_MODULE + ".")}
         spec = {**self.spec.to_dict(), "targets": list(self.targets)}
@@ -144,7 +146,7 @@ class Attached:
             LORA_WEIGHTS: tensor_bytes(state, {"format": "pt", "tnadapt_method": self.spec.method}),
             LORA_CONFIG: (json.dumps(config, indent=2) + "\n").encode(),
         }
-        return atomic_write_files(directory, files)
+        return write_files(directory, files)
 
     def restore(self, directory: str | Path) -> None:
         """Load what :meth:`save` wrote into this model (adapter ranks included); parameters stay trainable."""
@@ -219,7 +221,26 @@ def _family_config(spec: MethodSpec, targets: list[str]) -> Any:
     for key, value in (("rank", spec.rank), ("alpha", spec.resolved_alpha), ("seed", spec.seed), ("init", spec.init)):
         if key in names and value is not None:
             values[key] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"--adapter {spec.method}: {exc}") from None
+
+
+def _check_tucker_rank(config: Any, rank: int | None, found: Sequence[TargetInfo]) -> None:
+    """A TeRA Tucker rank above a mode size ``I_n`` adds nothing (``R_n = I_n`` is already exact) and a large one
+    exhausts memory (the core has ``prod R_n`` entries): refuse ``rank > min I_n`` over the targeted layers."""
+    if rank is None:
+        return
+    shapes = sorted({(t.in_features, t.out_features) for t in found})
+    modes = {shape: config.modes_for(*shape) for shape in shapes}
+    smallest = min(min([*m_in, *m_out]) for m_in, m_out in modes.values())
+    if rank > smallest:
+        shown = ", ".join(f"{i}x{o}: {m_in} x {m_out}" for (i, o), (m_in, m_out) in modes.items())
+        raise UserError(
+            f"--rank {rank}: a TeRA Tucker rank cannot exceed the smallest mode size {smallest} of the targeted "
+            f"layers (modes {shown}); omit --rank for full Tucker ranks R_n = I_n"
+        )
 
 
 def _attach_lora(model: TextClassifier, spec: MethodSpec, targets: list[str]) -> None:
@@ -268,8 +289,10 @@ def attach(model: TextClassifier, spec: MethodSpec) -> Attached:
         except ValueError as exc:
             raise UserError(f"--adapter {spec.method} --rank {spec.rank}: {exc}") from None
     elif spec.method == "tera":
+        config = _family_config(spec, targets)
+        _check_tucker_rank(config, spec.rank, found)
         try:
-            wrap(model, _family_config(spec, targets))
+            wrap(model, config)
         except (ValueError, TypeError) as exc:
             raise UserError(f"--adapter tera: {exc}") from None
     elif spec.method == "lora":

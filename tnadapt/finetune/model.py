@@ -33,8 +33,10 @@ __all__ = [
     "EMBEDDED_MODEL",
     "PAD_LOGIT",
     "TextClassifier",
+    "check_max_length",
     "embedded_model_dir",
     "load_encoder",
+    "max_input_length",
     "offline_environment",
     "resolve_model_path",
 ]
@@ -43,6 +45,8 @@ __all__ = [
 EMBEDDED_MODEL = "embedded"
 #: Logit given to the classes a task does not have (heads with fewer labels than the largest).
 PAD_LOGIT = -1.0e4
+#: Weight files that transformers would unpickle (``torch.load``); a model with only these is refused.
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
 def offline_environment() -> None:
@@ -86,22 +90,70 @@ def _quiet_transformers() -> Any:
     return transformers
 
 
+def _check_no_pickle_only(path: Path) -> None:
+    """Refuse a model directory whose weights exist only as pickle files (``pytorch_model.bin``, ...)."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickled = sorted({f.name for pattern in PICKLE_WEIGHTS for f in path.glob(pattern)})
+    if pickled:
+        raise UserError(
+            f"--model: {str(path)!r} has its weights only as pickle files ({', '.join(pickled[:3])}); tnadapt "
+            "loads safetensors only, because unpickling a file can run arbitrary code; convert them to "
+            "model.safetensors where you trust the file (transformers' save_pretrained writes safetensors)"
+        )
+
+
 def load_encoder(model: str | os.PathLike[str] | None = None) -> tuple[nn.Module, Any, Path]:
     """``(encoder, tokenizer, path)`` for a local model directory (default: the embedded model).
 
-    The encoder is ``AutoModel`` (no task head) in eval mode with float32 weights.
+    The encoder is ``AutoModel`` (no task head) in eval mode with float32 weights, loaded from safetensors
+    only (``use_safetensors=True``: a directory with only pickle weights is refused, never unpickled).
     """
     path = resolve_model_path(model)
+    _check_no_pickle_only(path)
     transformers = _quiet_transformers()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        encoder = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
+        encoder = transformers.AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--model: {str(path)!r} could not be loaded as a Hugging Face model ({first})") from None
     if not hasattr(encoder.config, "hidden_size"):
         raise UserError(f"--model: {str(path)!r} has no hidden_size in its config; expected a transformer encoder")
     return encoder.float().eval(), tokenizer, path
+
+
+def max_input_length(encoder: nn.Module, tokenizer: Any) -> tuple[int, str] | None:
+    """``(tokens, where the limit comes from)``: the longest input ``encoder`` accepts, or ``None`` if unlimited.
+
+    The hard limit is the position-embedding table, ``max_position_embeddings`` of the config, less the offset of
+    RoBERTa-style embeddings (positions start after ``padding_idx``: 514 -> 512).  A model without one (relative
+    positions) falls back to the tokenizer's ``model_max_length`` when it sets a real one (transformers uses a
+    huge number for "no limit").
+    """
+    config = getattr(encoder, "config", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and not isinstance(positions, bool) and positions > 0:
+        table = getattr(getattr(encoder, "embeddings", None), "position_embeddings", None)
+        offset = table.padding_idx + 1 if isinstance(table, nn.Embedding) and table.padding_idx is not None else 0
+        where = f"max_position_embeddings {positions} in its config.json"
+        if offset:
+            where += f", less {offset} for its padding offset"
+        return positions - offset, where
+    length = getattr(tokenizer, "model_max_length", None)
+    if isinstance(length, int) and 0 < length < 10**9:
+        return length, f"model_max_length {length} of its tokenizer"
+    return None
+
+
+def check_max_length(max_length: int, encoder: nn.Module, tokenizer: Any, path: str | os.PathLike[str]) -> None:
+    """Refuse ``--max-length`` above what the model accepts (its position table would overflow mid-training)."""
+    limit = max_input_length(encoder, tokenizer)
+    if limit is not None and max_length > limit[0]:
+        raise UserError(
+            f"--max-length {max_length}: the model {str(path)!r} accepts at most {limit[0]} tokens ({limit[1]}); "
+            f"pass --max-length {limit[0]} or less"
+        )
 
 
 class TextClassifier(nn.Module):

@@ -6,19 +6,23 @@ reproduction scripts in ``examples/`` use from Python.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import DataError, TextDataset, load_embedded, load_table
+from ..data import DataError, TextDataset, file_sha256, integer_label_notice, load_embedded, load_table
 from .batching import encode
-from .checkpoint import check_run_config, write_json
-from .errors import UserError
+from .checkpoint import RUN_CONFIG, check_run_config, checkpoint_dir, latest_checkpoint, write_json
+from .errors import UserError, check_int
 from .methods import MethodSpec, attach
-from .model import EMBEDDED_MODEL, TextClassifier, load_encoder
+from .model import EMBEDDED_MODEL, TextClassifier, check_max_length, load_encoder
 from .trainer import EpochRecord, Trainer, TrainSettings
 
 __all__ = ["DataSpec", "RunConfig", "RunResult", "load_task", "run"]
@@ -42,16 +46,34 @@ class DataSpec:
     def __post_init__(self) -> None:
         if self.dataset is None and (self.train is None or self.valid is None):
             raise UserError("--train/--valid: give both files (or an embedded --dataset)")
+        for flag, column in (("--text-col", self.text_col), ("--pair-col", self.pair_col)):
+            if column == self.label_col:
+                raise UserError(
+                    f"--label-col {column}: is also the {flag}; the model would read the labels it predicts"
+                )
 
     @property
     def name(self) -> str:
         return self.dataset or Path(str(self.train)).stem
 
+    def files(self) -> dict[str, str]:
+        """``{"train": path, "valid": path}`` for a file task, ``{}`` for an embedded dataset."""
+        if self.dataset is not None:
+            return {}
+        return {"train": str(self.train), "valid": str(self.valid)}
+
 
 def load_task(
-    spec: DataSpec, train_size: int | None, valid_size: int | None, data_seed: int = 0
+    spec: DataSpec,
+    train_size: int | None,
+    valid_size: int | None,
+    data_seed: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[TextDataset, TextDataset]:
-    """``(train, valid)`` for one task, each subsampled by a seeded shuffle to at most the given size."""
+    """``(train, valid)`` for one task, each subsampled by a seeded shuffle to at most the given size.
+
+    ``log`` gets a one-line notice when the training file's integer labels are renumbered (not ``0..K-1``).
+    """
     flag = "--dataset"
     try:
         if spec.dataset is not None:
@@ -62,6 +84,9 @@ def load_task(
             train = load_table(
                 str(spec.train), text_col=spec.text_col, label_col=spec.label_col, pair_col=spec.pair_col
             )
+            notice = integer_label_notice(train.label_names)
+            if notice and log is not None:
+                log(f"--train {spec.train}: {notice}")
             flag = "--valid"
             valid = load_table(
                 str(spec.valid),
@@ -96,10 +121,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         for name in ("train_size", "valid_size"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise UserError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
-        if self.max_length < 8:
-            raise UserError(f"--max-length: expected at least 8 tokens, got {self.max_length}")
+            if value is not None:
+                check_int(f"--{name.replace('_', '-')}", value)
+        check_int("--max-length", self.max_length, minimum=8)
         self.method.num_tasks = len(self.data)
         if self.method.method == "metatt-4+1d" and len(self.data) < 2:
             raise UserError(
@@ -110,6 +134,15 @@ class RunConfig:
         out = dataclasses.asdict(self)
         out["method"] = self.method.to_dict()
         out["train"].pop("progress", None)
+        return out
+
+    def record(self) -> dict[str, Any]:
+        """:meth:`to_dict` plus the SHA-256 of every data file that exists (``data[i]["train_sha256"]``, ...):
+        what ``run_config.json`` holds, so a ``--resume`` can tell a changed file from the same one."""
+        out = self.to_dict()
+        for spec, entry in zip(self.data, out["data"]):
+            for side, path in spec.files().items():
+                entry[f"{side}_sha256"] = file_sha256(path) if Path(path).is_file() else None
         return out
 
 
@@ -166,46 +199,136 @@ def run(
     log: Callable[[str], None] = print,
     plot: bool = True,
 ) -> RunResult:
-    """Load data and model, attach the method, train, and (with ``out``) save adapter, metrics and plot."""
+    """Load data and model, attach the method, train, and (with ``out``) save adapter, metrics and plot.
+
+    Every input is checked before anything is written to ``out``; a fresh run that still fails with a
+    :class:`UserError` (or diverges in its first epoch) removes what it created there (what was there before
+    stays).  ``resume`` continues the run
+    in ``out``: its ``run_config.json`` must match ``config``, data files included (by content, SHA-256).
+    """
     start = time.perf_counter()
     out_path = None if out is None else Path(out)
+    record = config.record() if out_path is not None else config.to_dict()
     if out_path is not None:
-        if out_path.exists() and not out_path.is_dir():
-            raise UserError(f"--out: {str(out_path)!r} exists and is not a directory")
-        check_run_config(out_path, config.to_dict(), resume=resume, write=False)
-    tasks = [load_task(d, config.train_size, config.valid_size, config.data_seed) for d in config.data]
-    names = [d.name for d in config.data]
-    encoder, tokenizer, _ = load_encoder(config.model)
-    model = TextClassifier(encoder, [t.num_labels for t, _ in tasks], seed=config.method.seed)
-    attached = attach(model, config.method)
-    train = encode(tokenizer, [t for t, _ in tasks], config.max_length)
-    valid = encode(tokenizer, [v for _, v in tasks], config.max_length)
-    label = label or config.method.method
-    trainer = Trainer(attached, train, valid, config.train, out=out_path, log=log, task_names=names)
-    if out_path is not None:  # inputs are valid: only now does the run directory appear
-        check_run_config(out_path, config.to_dict(), resume=resume)
-    log(
-        f"{label}: {len(train)} train / {len(valid)} valid examples ({', '.join(names)}); "
-        f"adapter params {attached.adapter_parameters():,d}, head params {attached.head_parameters():,d}"
-    )
-    history = trainer.fit(resume=resume)
-    result = RunResult(
-        label=label,
-        method=config.method.method,
-        adapter_params=attached.adapter_parameters(),
-        head_params=attached.head_parameters(),
-        lora_reference=attached.lora_reference,
-        history=history,
-        seconds=time.perf_counter() - start,
-        task_names=names,
-        config=config.to_dict(),
-        out=None if out_path is None else str(out_path),
-    )
-    if out_path is not None:
-        attached.save(out_path / ADAPTER_DIR)
-        write_json(out_path / METRICS, result.to_dict())
-        if plot:
-            from .plotting import plot_runs
+        _check_out(out_path)
+        if resume:
+            _check_resume_data(out_path, config, record)
+        check_run_config(out_path, record, resume=resume, write=False)
+    with _removed_if_start_fails(None if resume else out_path):
+        tasks = [load_task(d, config.train_size, config.valid_size, config.data_seed, log) for d in config.data]
+        names = [d.name for d in config.data]
+        encoder, tokenizer, model_path = load_encoder(config.model)
+        check_max_length(config.max_length, encoder, tokenizer, model_path)
+        model = TextClassifier(encoder, [t.num_labels for t, _ in tasks], seed=config.method.seed)
+        attached = attach(model, config.method)
+        train = encode(tokenizer, [t for t, _ in tasks], config.max_length)
+        valid = encode(tokenizer, [v for _, v in tasks], config.max_length)
+        label = label or config.method.method
+        trainer = Trainer(attached, train, valid, config.train, out=out_path, log=log, task_names=names)
+        if out_path is not None:  # inputs are valid: only now does the run directory appear
+            check_run_config(out_path, record, resume=resume)
+        log(
+            f"{label}: {len(train)} train / {len(valid)} valid examples ({', '.join(names)}); "
+            f"adapter params {attached.adapter_parameters():,d}, head params {attached.head_parameters():,d}"
+        )
+        history = trainer.fit(resume=resume)
+        result = RunResult(
+            label=label,
+            method=config.method.method,
+            adapter_params=attached.adapter_parameters(),
+            head_params=attached.head_parameters(),
+            lora_reference=attached.lora_reference,
+            history=history,
+            seconds=time.perf_counter() - start,
+            task_names=names,
+            config=record,
+            out=None if out_path is None else str(out_path),
+        )
+        if out_path is not None:
+            attached.save(out_path / ADAPTER_DIR)
+            write_json(out_path / METRICS, result.to_dict())
+            if plot:
+                from .plotting import plot_runs
 
-            plot_runs([result.to_dict()], out_path / PLOT)
+                plot_runs([result.to_dict()], out_path / PLOT)
     return result
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a directory or creatable as one (its nearest existing ancestor a writable directory)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {str(out)!r} exists and is not a directory")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out: cannot create {str(out)!r}: {str(parent)!r} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out: cannot write to {str(out)!r}: {str(parent)!r} is not writable")
+
+
+def _check_resume_data(out: Path, config: RunConfig, record: dict[str, Any]) -> None:
+    """On ``--resume``, refuse data files whose content changed since the run started (same path, other bytes).
+
+    A ``run_config.json`` written before the hashes were recorded has none to compare: the check is skipped and
+    the hashes are left out of ``record`` so that the rest of it still compares equal.
+    """
+    path = out / RUN_CONFIG
+    if not path.is_file():
+        return  # check_run_config says there is nothing to resume
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"--resume: {path} is unreadable ({exc}); it is not a run this tnadapt can resume") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("data"), list):
+        raise UserError(f"--resume: {path} does not hold a run configuration (no 'data' list)")
+    for spec, entry, old in zip(config.data, record["data"], saved["data"]):
+        for side, file in spec.files().items():
+            key = f"{side}_sha256"
+            if not isinstance(old, dict) or old.get(side) != file:
+                continue  # another file altogether: check_run_config names the setting that differs
+            if key not in old:
+                entry.pop(key, None)  # an older run_config.json: no hash to compare
+            elif entry.get(key) is None:
+                entry[key] = old[key]  # the file is gone: loading it names the problem ("no such file")
+            elif old[key] != entry[key]:
+                raise UserError(
+                    f"--resume: --{side} file {file!r} has changed since the run started (sha256 {str(old[key])[:12]}… "
+                    f"saved, {entry[key][:12]}… now); resume on the same data, or start a new run in another --out"
+                )
+
+
+def _paths_under(roots: list[Path]) -> set[Path]:
+    """Every existing path among ``roots`` and below them."""
+    return {p for root in roots if root.exists() for p in [root, *(root.rglob("*") if root.is_dir() else ())]}
+
+
+@contextlib.contextmanager
+def _removed_if_start_fails(out: Path | None) -> Iterator[None]:
+    """Remove what a fresh run created under ``out`` when it fails with a :class:`UserError`, or when its loss
+    diverges before the first checkpoint (``FloatingPointError``: a failed start too).
+
+    Only the names a run writes are considered (``run_config.json``, ``adapter/``, ``checkpoints/``, metrics, plot),
+    and of those only the paths that did not exist before: nothing the directory held before the run is removed.
+    """
+    if out is None:
+        yield
+        return
+    created_out = not out.exists()
+    owned = [out / RUN_CONFIG, out / ADAPTER_DIR, out / METRICS, out / PLOT, checkpoint_dir(out, 0).parent]
+    before = _paths_under(owned)
+    try:
+        yield
+    except (UserError, FloatingPointError) as exc:
+        if isinstance(exc, FloatingPointError) and latest_checkpoint(out) is not None:
+            raise  # diverged after epochs that were checkpointed: those stay (Trainer.fit's message says so)
+        if created_out:
+            shutil.rmtree(out, ignore_errors=True)
+            raise
+        new = _paths_under(owned) - before
+        for p in sorted(q for q in new if q.parent not in new):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        raise

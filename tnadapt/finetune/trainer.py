@@ -11,6 +11,7 @@ eval mode) and trains the head(s) on the cached features.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,9 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import staged_directory
 from .batching import Encoded, collate, make_batches
 from .checkpoint import checkpoint_dir, latest_checkpoint, mark_complete
-from .errors import UserError
+from .errors import MAX_SEED, UserError, check_int
 from .methods import Attached
 from .model import TextClassifier
 
@@ -47,9 +49,8 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
+            check_int(f"--{name.replace('_', '-')}", getattr(self, name))
+        check_int("--seed", self.seed, minimum=0, maximum=MAX_SEED)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"--lr: expected a positive number, got {self.lr!r}")
         self.dmrg = {int(k): int(v) for k, v in self.dmrg.items()}
@@ -155,6 +156,38 @@ def _linear_warmup_decay(total: int, warmup: int) -> Callable[[int], float]:
     return factor
 
 
+@contextlib.contextmanager
+def _unreadable_checkpoint(ckpt: Path) -> Iterator[None]:
+    """Turn a damaged checkpoint (truncated safetensors, corrupt JSON, missing file) into a one-line
+    :class:`UserError` that names it and says how to go on: delete it and resume from the one before."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (ValueError, FileNotFoundError, KeyError, SafetensorError) as exc:
+        # KeyError: a tensor the JSON names is missing; SafetensorError: safetensors' own loader (not a ValueError)
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, KeyError):
+            detail = f"no tensor {exc} in its safetensors file"
+        raise UserError(
+            f"--resume: the latest checkpoint {ckpt} cannot be loaded ({detail}); delete {ckpt} to resume from "
+            "the checkpoint before it (or from the start if it is the only one)"
+        ) from None
+
+
+def _resumed_history(extra: Any, ckpt: Path) -> tuple[list[EpochRecord], int]:
+    """``(history, last finished epoch)`` from the ``extra`` of a checkpoint's training state (``ValueError`` if
+    it is not what :meth:`Trainer._checkpoint` wrote)."""
+    epoch = extra.get("epoch") if isinstance(extra, dict) else None
+    history = extra.get("history") if isinstance(extra, dict) else None
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1 or not isinstance(history, list):
+        raise ValueError(f"{ckpt}: the training state holds no epoch number and history")
+    try:
+        return [EpochRecord(**r) for r in history], epoch
+    except TypeError as exc:  # a record with missing or unknown fields, or not a JSON object
+        raise ValueError(f"{ckpt}: a history record of the training state is malformed ({exc})") from None
+
+
 class Trainer:
     """Train ``attached`` on ``train``, evaluate on ``valid`` after every epoch.
 
@@ -231,13 +264,15 @@ class Trainer:
         if resume and ckpt is None:
             self.log("resume: no complete checkpoint yet; starting from epoch 1")
         if ckpt is not None:
-            self.attached.restore(ckpt / "adapter")
+            with _unreadable_checkpoint(ckpt):
+                self.attached.restore(ckpt / "adapter")
         opt, lr_sched, rank_sched = self._build_optim()
         if ckpt is not None:
-            extra = load_training_state(ckpt, opt, scheduler=rank_sched, lr_scheduler=lr_sched) or {}
-            self.history = [EpochRecord(**r) for r in extra.get("history", [])]
-            start = int(extra["epoch"]) + 1
-            self.log(f"resumed from {ckpt} (epoch {start - 1} done)")
+            with _unreadable_checkpoint(ckpt):
+                extra = load_training_state(ckpt, opt, scheduler=rank_sched, lr_scheduler=lr_sched)
+                self.history, done = _resumed_history(extra, ckpt)
+            start = done + 1
+            self.log(f"resumed from {ckpt} (epoch {done} done)")
         features = self._head_features()
         train_feats = None if features is None else features[0]
         valid_feats = None if features is None else features[1]
@@ -255,8 +290,11 @@ class Trainer:
                 logits = _forward(self.model, batch, train_feats, rows)
                 loss = nn.functional.cross_entropy(logits, batch["labels"])
                 if not torch.isfinite(loss):
+                    again = "try again"
+                    if self.out is not None and latest_checkpoint(self.out) is not None:
+                        again = f"start a new run (another --out, or delete {self.out}: --resume keeps the flags)"
                     raise FloatingPointError(
-                        f"epoch {epoch}: the loss became {float(loss)}; lower --lr or --alpha and try again"
+                        f"epoch {epoch}: the loss became {float(loss.detach())}; lower --lr or --alpha and {again}"
                     )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -322,9 +360,8 @@ class Trainer:
         from ..optim import save_training_state
 
         assert self.out is not None
-        directory = checkpoint_dir(self.out, epoch)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.attached.save(directory / "adapter")
         extra = {"epoch": epoch, "history": [asdict(r) for r in self.history]}
-        save_training_state(directory, opt, scheduler=rank_sched, lr_scheduler=lr_sched, extra=extra)
-        mark_complete(directory)
+        with staged_directory(checkpoint_dir(self.out, epoch)) as stage:  # the whole epoch appears at once
+            self.attached.save(stage / "adapter")
+            save_training_state(stage, opt, scheduler=rank_sched, lr_scheduler=lr_sched, extra=extra)
+            mark_complete(stage)
