@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -116,3 +116,53 @@ def truncation_ranks(singular_values: Sequence[torch.Tensor], discarded: torch.T
 def as_float(t: torch.Tensor) -> float:
     """A real 0-d tensor as a Python float (in double precision)."""
     return float(t.detach().to(torch.float64))
+
+
+#: How :func:`degenerate_trains` breaks a train: not at all, one zero core, every core zero, zero-padded ranks.
+DEGENERACIES = ("none", "one zero core", "all zero", "zero padded")
+
+
+def degenerate_trains(**overrides: Any) -> SearchStrategy[TensorTrain]:
+    """:func:`trains` made degenerate by a drawn entry of :data:`DEGENERACIES`, some put in canonical form.
+
+    A zero core gives the zero tensor (MetaTT's default adapter init has a zero first core);
+    zero-padded ranks (``pad_ranks(x, r + extra)``) give a non-zero tensor whose unfoldings
+    are rank deficient.  Both make the QR factorisations of a sweep singular.  With a drawn
+    probability the result is orthogonalised to a drawn centre, so tracked-centre code
+    paths see degenerate trains too.
+    """
+    from hypothesis import strategies as st
+
+    from tnadapt.tt import pad_ranks
+
+    @st.composite
+    def build(draw: st.DrawFn) -> TensorTrain:
+        x = draw(trains(**overrides))
+        kind = draw(st.sampled_from(DEGENERACIES))
+        cores = list(x.cores)
+        if kind == "one zero core":
+            k = draw(st.integers(0, x.order - 1))
+            cores[k] = torch.zeros_like(cores[k])
+        elif kind == "all zero":
+            cores = [torch.zeros_like(c) for c in cores]
+        out = TensorTrain(cores)
+        if kind == "zero padded" and out.order > 1:
+            out = pad_ranks(out, [r + draw(st.integers(1, 2)) for r in out.bond_dims])
+        if draw(st.booleans()):
+            out = out.orthogonalize(draw(st.integers(0, out.order - 1)))
+        return out
+
+    return build()
+
+
+def leaf_copy(x: TensorTrain) -> TensorTrain:
+    """``x`` with detached copies of its cores that require grad (same centre): a fresh autograd leaf per core."""
+    return TensorTrain([c.detach().clone().requires_grad_(True) for c in x.cores], center=x.center)
+
+
+def core_grads(fn: Callable[[TensorTrain], torch.Tensor], x: TensorTrain) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``fn(leaf_copy(x))`` (a real 0-d tensor) and its gradient with respect to every core (zeros if unused)."""
+    leaf = leaf_copy(x)
+    value = fn(leaf)
+    grads = torch.autograd.grad(value, list(leaf.cores), allow_unused=True)
+    return value.detach(), [torch.zeros_like(c) if g is None else g for c, g in zip(leaf.cores, grads)]

@@ -8,16 +8,20 @@ Rank rules (``r`` and ``s`` are the bond ranks of the operands):
 
 ``dot`` contracts left to right at cost ``O(d n r^3)`` and memory ``O(n r^2)``;
 ``norm`` orthogonalises and takes the Frobenius norm of the centre core, so it never
-squares the condition number and cannot overflow/underflow through ``dot(x, x)``.
+squares the condition number and cannot overflow/underflow through ``dot(x, x)``; its
+gradient ``X / ||X||`` (``0`` at ``X = 0``) comes from one contraction in that canonical
+gauge, not from differentiating the QR sweep (see :func:`norm`).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import Any
 
 import opt_einsum
 import torch
+from torch.autograd.function import once_differentiable
 
 from ._errors import Scalar, check_mode, check_scalar
 from ._numerics import stable_norm
@@ -107,8 +111,27 @@ def hadamard(a: TensorTrain, b: TensorTrain) -> TensorTrain:
     return TensorTrain(cores)
 
 
+def _left_env_step(env: torch.Tensor, ga: torch.Tensor, gb: torch.Tensor) -> torch.Tensor:
+    """One step of ``<a, b>`` from the left: ``env (ra0, rb0) -> sum_i ga[:, i, :]ᴴ env gb[:, i, :]``, ``(ra1, rb1)``."""
+    ra0, n, ra1 = ga.shape
+    rb0, _, rb1 = gb.shape
+    # (ra0, rb0) x (rb0, n*rb1) -> (ra0, n, rb1); then contract (ra0, n) with conj(ga).
+    tmp = (env @ gb.reshape(rb0, n * rb1)).reshape(ra0 * n, rb1)
+    return ga.reshape(ra0 * n, ra1).mH @ tmp
+
+
+def _right_env_step(env: torch.Tensor, ga: torch.Tensor, gb: torch.Tensor) -> torch.Tensor:
+    """Mirror image of :func:`_left_env_step`: ``env (rb1, ra1) -> sum_i gb[:, i, :] env ga[:, i, :]ᴴ``, ``(rb0, ra0)``."""
+    ra0, n, ra1 = ga.shape
+    rb0, _, rb1 = gb.shape
+    tmp = (gb.reshape(rb0 * n, rb1) @ env).reshape(rb0, n * ra1)
+    return tmp @ ga.reshape(ra0, n * ra1).mH
+
+
 def dot(a: TensorTrain, b: TensorTrain) -> torch.Tensor:
     """Inner product ``sum conj(a) * b`` as a 0-d tensor, ``O(d n r^3)`` time.
+
+    A polynomial in the cores, so its gradient exists everywhere (zero trains included).
 
     >>> import torch
     >>> from tnadapt.tt import TensorTrain
@@ -119,32 +142,101 @@ def dot(a: TensorTrain, b: TensorTrain) -> torch.Tensor:
     check_compatible(a, b, "dot")
     env = torch.ones(1, 1, dtype=a.dtype, device=a.device)  # (ra, rb)
     for ga, gb in zip(a.cores, b.cores):
-        ra0, n, ra1 = ga.shape
-        rb0, _, rb1 = gb.shape
-        # (ra0, rb0) x (rb0, n*rb1) -> (ra0, n, rb1); then contract (ra0, n) with conj(ga).
-        tmp = (env @ gb.reshape(rb0, n * rb1)).reshape(ra0 * n, rb1)
-        env = ga.reshape(ra0 * n, ra1).conj().T @ tmp
+        env = _left_env_step(env, ga, gb)
     return env.reshape(())
+
+
+def _norm_and_basis(a: TensorTrain) -> tuple[torch.Tensor, TensorTrain]:
+    """``||a||`` from the centre core of a canonical form of ``a``, and that canonical form (no autograd).
+
+    The form is ``a`` itself when its centre is known, else one QR sweep to centre ``d-1``.
+    """
+    from .canonical import orthogonalize_unchecked
+
+    with torch.no_grad():
+        basis = a if a.center is not None else orthogonalize_unchecked(a, a.order - 1)
+        assert basis.center is not None
+        value = stable_norm(basis.cores[basis.center])
+        # LAPACK's Householder QR can leave a NaN in Q alone (a NaN leading entry of a column still
+        # gives a finite R), so the centre core may look finite: flag non-finite cores explicitly,
+        # on the device (no host synchronisation; amax propagates NaN and never overflows).
+        peaks = torch.stack([c.abs().amax() for c in a.cores])
+        return torch.where(peaks.isfinite().all(), value, peaks.sum()), basis
+
+
+def _projected_center(basis: TensorTrain, cores: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The centre core of the train ``cores`` in the gauge of the canonical ``basis`` (centre ``c``).
+
+    ``left = Yᴴ_{<c} X_{<c}`` and ``right = X_{>c} Yᴴ_{>c}`` (``Y`` the basis cores) are the
+    gauge matrices that :func:`orthogonalize` would produce, so the result has ``basis``'s
+    ranks, ``||result|| = ||X||`` whenever ``X`` lies in the basis' span (it does: ``Y`` was
+    built from ``X``), and nothing is squared (the magnitudes are those of the QR sweep).
+    Linear in each core of ``X``: no QR is differentiated.
+    """
+    c = basis.center
+    assert c is not None
+    ys = basis.cores
+    left = torch.ones(1, 1, dtype=cores[0].dtype, device=cores[0].device)
+    for k in range(c):
+        left = _left_env_step(left, ys[k], cores[k])
+    right = torch.ones(1, 1, dtype=cores[0].dtype, device=cores[0].device)
+    for k in range(len(cores) - 1, c, -1):
+        right = _right_env_step(right, ys[k], cores[k])
+    return torch.einsum("ya,anb,bz->ynz", left, cores[c], right)
+
+
+class _Norm(torch.autograd.Function):
+    """``||X||`` with the QR-sweep value and the gradient ``X / ||X||`` (``0`` at ``X = 0``).
+
+    Differentiating through the sweep's QR factorisations would give NaN wherever an
+    unfolding is rank deficient (a zero core, zero-padded ranks), although the norm is
+    smooth there (or, at ``X = 0``, has torch's subgradient ``0``).  The backward instead
+    differentiates ``||P X||`` with ``P`` the projection onto the span of the detached
+    canonical basis: ``P X = X``, so value and first derivative are exact.  Second
+    derivatives of the two differ, so double backward is refused (``once_differentiable``).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, center: int | None, *cores: torch.Tensor) -> torch.Tensor:
+        value, basis = _norm_and_basis(TensorTrain(cores, center=center))
+        ctx.num_cores = len(cores)
+        ctx.basis_center = basis.center
+        ctx.save_for_backward(*cores, *basis.cores)
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        saved = ctx.saved_tensors
+        d = ctx.num_cores
+        basis = TensorTrain(saved[d:], center=ctx.basis_center)
+        needed = [k for k in range(d) if ctx.needs_input_grad[k + 1]]
+        with torch.enable_grad():
+            leaves = tuple(c.detach().requires_grad_(k in needed) for k, c in enumerate(saved[:d]))
+            value = stable_norm(_projected_center(basis, leaves))
+            grads = torch.autograd.grad(value, [leaves[k] for k in needed], grad)
+        out: list[torch.Tensor | None] = [None] * (d + 1)
+        for k, g in zip(needed, grads):
+            out[k + 1] = g
+        return tuple(out)
 
 
 def norm(a: TensorTrain) -> torch.Tensor:
     """Frobenius norm through the orthogonality centre (0-d real tensor).
 
     Reuses a known centre; otherwise costs one QR sweep.  Like ``torch.linalg.vector_norm``
-    it does not raise on NaN or Inf entries: the norm is then NaN (or Inf).
+    it does not raise on NaN or Inf entries: the norm is then NaN (or Inf), and so is the
+    gradient.  The gradient is that of ``torch.linalg.vector_norm(a.full())`` with respect to
+    every core — ``X / ||X||`` pulled back to the cores, ``0`` for the zero tensor (torch's
+    subgradient at 0), finite for rank-deficient cores — computed by one environment
+    contraction in the canonical gauge, not by differentiating the QR sweep, so it neither
+    over- nor underflows where the norm does not.  Only first derivatives are supported
+    (double backward raises).
     """
-    from .canonical import orthogonalize_unchecked
-
-    if a.center is not None:
-        return stable_norm(a.cores[a.center])
-    x = orthogonalize_unchecked(a, a.order - 1)
-    value = stable_norm(x.cores[-1])
-    # LAPACK's Householder QR can leave a NaN in Q alone (a NaN leading entry of a column still
-    # gives a finite R), so the centre core may look finite: flag non-finite cores explicitly,
-    # on the device (no host synchronisation; amax propagates NaN and never overflows).
-    peaks = torch.stack([c.detach().abs().amax() for c in a.cores])
-    bad = ~peaks.isfinite().all()
-    return torch.where(bad, peaks.sum(), value)
+    if torch.is_grad_enabled() and a.requires_grad:
+        out: torch.Tensor = _Norm.apply(a.center, *a.cores)
+        return out
+    return _norm_and_basis(a)[0]
 
 
 def contract(tt: TensorTrain, factors: Mapping[int, torch.Tensor]) -> TensorTrain | torch.Tensor:

@@ -342,7 +342,11 @@ class TensorTrain:
         return dot(self, other)
 
     def norm(self) -> torch.Tensor:
-        """Frobenius norm, computed stably through orthogonalisation (0-d real tensor)."""
+        """Frobenius norm, computed stably through orthogonalisation (0-d real tensor).
+
+        Its gradient is that of ``torch.linalg.vector_norm(self.full())`` (``0`` for the zero
+        tensor), see :func:`tnadapt.tt.ops.norm`.
+        """
         from .ops import norm
 
         return norm(self)
