@@ -12,6 +12,7 @@ from nn_helpers import record_ops, tiny_bert
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tnadapt.atomic import file_digest
 from tnadapt.nn import (
     TeRAAdapter,
     TeRAConfig,
@@ -61,7 +62,8 @@ def dense_reference(owner: TeRAAdapter, slot: int) -> torch.Tensor:
         {"in_modes": [3, 4], "out_modes": [2, 5]},
         {"in_modes": [12], "out_modes": [10]},
         {"in_modes": [2, 2, 3], "out_modes": [2, 5], "ranks": [3, 1, 4, 2, 6], "alpha": 0.5},
-        {"in_modes": [3, 4], "out_modes": [2, 5], "placement": "physical", "ranks": [2, 5, 3, 3]},
+        {"in_modes": [3, 4], "out_modes": [2, 5], "placement": "physical", "ranks": [2, 4, 1, 3]},
+        {"in_modes": [3, 4], "out_modes": [2, 5], "ranks": [2, 5, 3, 3]},  # bond ranks above the legs: wide U_n
         {"in_modes": [3, 4], "out_modes": [10], "factor_init": "orthogonal", "ranks": [5, 2, 4]},
         {"in_modes": [3, 4], "out_modes": [2, 5], "factor_init": "uniform", "zero_vector": 1},
     ],
@@ -87,7 +89,7 @@ def test_zero_at_init_and_trainable_count(zero_vector):
     zero = zero_vector % 4
     for n, p in enumerate(owner.lambdas):
         assert bool((p == (0.0 if n == zero else 0.7)).all())
-    physical = TeRAAdapter(12, 10, 4, [3, 4], [2, 5], ranks=[2, 6, 3, 4], placement="physical")
+    physical = TeRAAdapter(12, 10, 4, [3, 4], [2, 5], ranks=[2, 3, 1, 4], placement="physical")
     assert physical.num_parameters() == 4 * (3 + 4 + 2 + 5)
     assert [tuple(p.shape) for p in physical.lambdas] == [(4, 3), (4, 4), (4, 2), (4, 5)]
 
@@ -250,6 +252,10 @@ def test_load_detects_other_factors(tmp_path):
     key = next(k for k in tensors if k.endswith(".core"))
     tensors[key] = tensors[key] * 2
     save_file(tensors, weights)
+    cfg_path = tmp_path / "b" / "adapter_config.json"  # record the new file's digest, so the fingerprint is what fails
+    data = json.loads(cfg_path.read_text())
+    data["files"][weights.name] = file_digest(weights.read_bytes())
+    cfg_path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="fingerprint"):
         load_adapter(tiny_bert(), tmp_path / "b")
 

@@ -50,6 +50,7 @@ from .metatt import INIT_ALIASES, METATT_FAMILY, GlobalTTAdapter, build_metatt, 
 from .serialization import load_adapter, read_adapter_config, save_adapter
 from .targets import QUERY_VALUE_NAMES, TargetInfo, default_target_modules, group_by_shape, layer_index, match_targets
 from .tera import TERA_FAMILY, TeRAAdapter, TeRAConfig, build_tera
+from .validation import ModeIndexError, RankClippedWarning
 
 __all__ = [
     "CONTAINER_ATTR",
@@ -69,8 +70,10 @@ __all__ = [
     "CompressionReport",
     "GlobalTTAdapter",
     "MetaTTConfig",
+    "ModeIndexError",
     "ParameterCount",
     "Preset",
+    "RankClippedWarning",
     "SliceError",
     "TargetInfo",
     "TeRAAdapter",

@@ -1,8 +1,8 @@
 """Pick MetaTT per-bond ranks that hit a trainable-parameter budget.
 
-A MetaTT config's ``rank`` (an int or one per bond) applies to every shape group's train,
-so the trainable count is ``Σ_groups Σ_k r_{k-1} n_k r_k`` over each group's legs
-``n = (in, *modes, [head], out)``.  :func:`budget` chooses the ranks by a documented,
+A MetaTT config's ``rank`` (an int or one per bond) applies to every shape group's train
+(each group capping a bond at its largest useful rank), so the trainable count is
+``Σ_groups Σ_k r_{k-1} n_k r_k`` over each group's legs ``n = (in, *modes, [head], out)``.  :func:`budget` chooses the ranks by a documented,
 deterministic rule:
 
 1. **Uniform phase** — the largest ``r`` such that every bond at ``r`` fits the budget
@@ -32,9 +32,11 @@ from typing import cast
 
 from torch import nn
 
+from ..tt import max_ranks
 from .config import MetaTTConfig
 from .metatt import GlobalTTAdapter, build_metatt
 from .targets import match_targets
+from .validation import clip_ranks
 
 __all__ = ["BudgetResult", "budget", "budget_for_legs", "metatt_num_parameters"]
 
@@ -42,14 +44,19 @@ __all__ = ["BudgetResult", "budget", "budget_for_legs", "metatt_num_parameters"]
 def metatt_num_parameters(legs: Sequence[Sequence[int]], ranks: Sequence[int]) -> int:
     """Trainable count ``Σ_groups Σ_k r_{k-1} n_k r_k`` for per-bond ``ranks`` shared by all groups.
 
+    Each group's bonds are capped at its largest useful ranks (:func:`tnadapt.tt.max_ranks`),
+    as :class:`~tnadapt.nn.GlobalTTAdapter` caps them, so this is the count ``wrap`` gives.
+
     >>> metatt_num_parameters([(768, 12, 2, 768)], [8, 8, 8])
     13184
+    >>> metatt_num_parameters([(4, 1, 4)], [8, 8]) == metatt_num_parameters([(4, 1, 4)], [4, 4])
+    True
     """
     total = 0
     for group in legs:
-        full = [1, *ranks, 1]
-        if len(full) != len(group) + 1:
+        if len(ranks) != len(group) - 1:
             raise ValueError(f"ranks: expected {len(group) - 1} bond ranks for legs {tuple(group)}, got {list(ranks)}")
+        full = [1, *clip_ranks(ranks, max_ranks(group))[0], 1]
         total += sum(full[k] * int(n) * full[k + 1] for k, n in enumerate(group))
     return total
 

@@ -16,15 +16,101 @@ True
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["PRESETS", "STRUCTURAL_MODES", "AdapterConfig", "MetaTTConfig", "Preset"]
+from ..tt.init import INIT_NAMES
+from .validation import check_choice, check_dtype_name, check_float, check_int, check_rank
+
+__all__ = [
+    "INIT_ALIASES",
+    "PRESETS",
+    "STRUCTURAL_MODES",
+    "AdapterConfig",
+    "MetaTTConfig",
+    "Preset",
+    "format_init",
+    "parse_init",
+]
 
 #: Modes whose index the wrapper derives from the module path: the layer id, the matrix
 #: (target) name, and their flattening ``layer * num_matrices + matrix`` (LoTR).
 STRUCTURAL_MODES = ("layer", "matrix", "layer_matrix")
+
+
+#: Short names accepted in init strings such as ``"ze-id-id-id"`` (paper D.4).
+INIT_ALIASES: dict[str, str] = {"ze": "zeros", "id": "identity", "no": "normal", "or": "orthogonal"}
+
+
+def parse_init(
+    init: str | Sequence[str] | None, num_cores: int, *, std: float | None = 0.2
+) -> list[tuple[str, float | None]]:
+    """Normalise an init spec into ``num_cores`` pairs ``(kind, std)``.
+
+    Stds (``std`` and those written in tokens) must be finite and ``>= 0``.
+
+    ``init`` is a dash-separated string with one token per core (``"ze-id-id-id"``), a
+    list of tokens, a single token applied to every core, ``None``/``"paper"`` for the paper's
+    default (first core zero, all others identity, D.4) or ``"llama"`` for its Llama setting
+    (zero first core, normal middle cores, identity last core).  Tokens: ``ze``/``zeros``,
+    ``id``/``identity``, ``no``/``normal``, ``or``/``orthogonal``; ``no`` and ``or`` take an
+    optional std after a colon (``"no:0.02"``), otherwise ``std`` (paper: 0.2 for ``no``).
+
+    >>> parse_init("ze-no:0.1-id", 3)
+    [('zeros', None), ('normal', 0.1), ('identity', None)]
+    >>> parse_init(None, 4)[0], parse_init(None, 4)[3]
+    (('zeros', None), ('identity', None))
+    >>> [k for k, _ in parse_init("llama", 4)]
+    ['zeros', 'normal', 'normal', 'identity']
+    """
+    if init is None or init == "paper":
+        tokens = ["zeros"] + ["identity"] * (num_cores - 1)
+    elif init == "llama":
+        tokens = ["zeros"] + ["normal"] * (num_cores - 2) + ["identity"]
+    elif isinstance(init, str):
+        tokens = _split_init(init) if "-" in init else [init] * num_cores
+    elif isinstance(init, Sequence):
+        tokens = list(init)
+    else:
+        raise TypeError(f"init: expected a string like 'ze-id-id-id', a list of tokens or None, got {init!r}")
+    if len(tokens) != num_cores:
+        raise ValueError(
+            f"init: expected one token per core ({num_cores} cores), got {len(tokens)} in {init!r}; "
+            f"write e.g. {'-'.join(['ze'] + ['id'] * (num_cores - 1))!r}"
+        )
+    out: list[tuple[str, float | None]] = []
+    for tok in tokens:
+        if not isinstance(tok, str):
+            raise TypeError(f"init: expected string tokens, got {type(tok).__name__} {tok!r}")
+        name, _, std_text = tok.strip().partition(":")
+        kind = INIT_ALIASES.get(name, name)
+        if kind not in INIT_NAMES:
+            raise ValueError(
+                f"init: unknown token {tok!r}; expected one of {sorted(INIT_ALIASES)} or {list(INIT_NAMES)}"
+            )
+        tok_std: float | None = None
+        if std_text:
+            try:
+                tok_std = float(std_text)
+            except ValueError:
+                raise ValueError(f"init: could not read the std in token {tok!r}") from None
+            check_float(f"init: the std in token {tok!r}", tok_std, minimum=0)
+        elif kind == "normal":
+            tok_std = std
+        out.append((kind, tok_std))
+    return out
+
+
+def _split_init(text: str) -> list[str]:
+    """Split ``"ze-no:1e-05-id"`` at dashes that start a new token (a letter follows)."""
+    return re.split(r"-(?=[A-Za-z])", text)
+
+
+def format_init(specs: Sequence[tuple[str, float | None]]) -> tuple[str, ...]:
+    """The canonical tokens of :func:`parse_init`'s output (``("zeros", "normal:0.1", ...)``)."""
+    return tuple(kind if s is None else f"{kind}:{s:g}" for kind, s in specs)
 
 
 @dataclass
@@ -56,10 +142,20 @@ class AdapterConfig:
     modules_to_save: list[str] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("target_modules", "exclude_modules", "modules_to_save"):
+        for name, forms in (
+            ("target_modules", "a list of module names or a regex string"),
+            ("exclude_modules", "a list of module names, a regex string or None"),
+            ("modules_to_save", "a list of module names or None"),
+        ):
             value = getattr(self, name)
             if isinstance(value, (tuple, list)):
                 setattr(self, name, [str(v) for v in value])
+            elif not (value is None and name != "target_modules") and not (
+                isinstance(value, str) and name != "modules_to_save"
+            ):
+                raise TypeError(f"{name}: expected {forms}, got {type(value).__name__} {value!r}")
+        if self.layers_pattern is not None and not isinstance(self.layers_pattern, str):
+            raise TypeError(f"layers_pattern: expected a string or None, got {type(self.layers_pattern).__name__}")
         if not self.target_modules:
             raise ValueError("target_modules: expected a non-empty list of module names or a regex string, got empty")
 
@@ -115,9 +211,12 @@ class MetaTTConfig(AdapterConfig):
     preset:
         ``"metatt-4d"`` (default), ``"metatt-5d"``, ``"metatt-4+1d"`` or ``"lotr"`` (see :data:`PRESETS`).
     rank:
-        Bond dimension(s), an int or one per bond (``num_cores() - 1`` values).
+        Bond dimension(s), an int or one per bond (``num_cores() - 1`` values).  A bond asked
+        for more than its largest useful rank ``min(n_1···n_k, n_{k+1}···n_d)`` (over the
+        group's legs ``n``) is capped there with one :class:`~tnadapt.nn.RankClippedWarning`
+        per shape group (see :class:`~tnadapt.nn.GlobalTTAdapter`).
     alpha:
-        Plain multiplier of ``ΔW`` (not ``alpha / r``).
+        Plain multiplier of ``ΔW`` (not ``alpha / r``), a finite float.
     modes:
         Index modes between the in and out cores; default from the preset.  ``layer``,
         ``matrix``, ``layer_matrix`` come from each target's path; any other mode (e.g.
@@ -130,11 +229,17 @@ class MetaTTConfig(AdapterConfig):
     init:
         Per-core init string (``"ze-id-id-id"``, ``"llama"`` = ``ze-no-...-no-id``, ...); default from the preset.
     init_std:
-        Std of ``no`` cores (paper: 0.2).
+        Std of ``no`` cores (paper: 0.2), finite and ``>= 0``.
     seed:
         Seed of the random inits (each shape group draws from one generator in order).
     dtype:
         ``"float32"``, ``"float64"``, ``"bfloat16"``...; default: each group follows its base weights.
+
+    Every field is checked at construction, without coercion — so also when
+    :func:`~tnadapt.nn.load_adapter` rebuilds the config with :meth:`from_dict`: NaN/Inf
+    floats, a string where a number is expected (``"alpha": "nan"``), a float rank, an init
+    token with an unreadable or non-finite std raise ``ValueError``/``TypeError`` naming the
+    field, the expected and the given value.
     """
 
     family: ClassVar[str] = "metatt"
@@ -152,18 +257,32 @@ class MetaTTConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {self.preset!r}")
+        check_choice("preset", self.preset, sorted(PRESETS))
         preset = PRESETS[self.preset]
         if preset.heads and self.heads is None:
             raise ValueError(f"heads: preset {self.preset!r} splits the output leg into heads; pass heads=<int>")
+        if self.heads is not None:
+            self.heads = check_int("heads", self.heads, minimum=1)
         if self.modes is not None:
-            self.modes = [str(m) for m in self.modes]
+            if not isinstance(self.modes, (list, tuple)) or not all(isinstance(m, str) for m in self.modes):
+                raise TypeError(f"modes: expected a list of mode names (strings) or None, got {self.modes!r}")
+            self.modes = list(self.modes)
             if len(set(self.modes)) != len(self.modes):
                 raise ValueError(f"modes: duplicate mode names in {self.modes}")
-        if isinstance(self.rank, (tuple, list)):
-            self.rank = [int(r) for r in self.rank]
-        self.mode_sizes = {str(k): int(v) for k, v in dict(self.mode_sizes).items()}
+        self.rank = check_rank("rank", self.rank)
+        if isinstance(self.rank, list) and len(self.rank) != self.num_cores() - 1:
+            raise ValueError(
+                f"rank: expected an int or one rank per bond ({self.num_cores() - 1} bonds of "
+                f"{self.num_cores()} cores), got {len(self.rank)}: {self.rank}"
+            )
+        self.alpha = check_float("alpha", self.alpha)
+        self.init_std = check_float("init_std", self.init_std, minimum=0)
+        self.seed = check_int("seed", self.seed)
+        if self.dtype is not None:
+            check_dtype_name("dtype", self.dtype)
+        if not isinstance(self.mode_sizes, Mapping):
+            raise TypeError(f"mode_sizes: expected a mapping mode name -> size, got {self.mode_sizes!r}")
+        self.mode_sizes = {str(k): check_int(f"mode_sizes[{k!r}]", v, minimum=1) for k, v in self.mode_sizes.items()}
         missing = [m for m in self.resolved_modes() if m not in STRUCTURAL_MODES and m not in self.mode_sizes]
         if missing:
             raise ValueError(
@@ -172,6 +291,7 @@ class MetaTTConfig(AdapterConfig):
             )
         if "layer_matrix" in self.resolved_modes() and {"layer", "matrix"} & set(self.resolved_modes()):
             raise ValueError("modes: 'layer_matrix' already indexes layers and matrices; drop 'layer'/'matrix'")
+        parse_init(self.resolved_init(), self.num_cores(), std=self.init_std)  # token count, kinds, finite stds
 
     def resolved_modes(self) -> tuple[str, ...]:
         """The index modes in core order (``modes`` or the preset's)."""

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .injection import adapted_modules, get_container, unload
+from .validation import check_mode_index
 
 __all__ = [
     "ParameterCount",
@@ -40,25 +41,6 @@ __all__ = [
 ]
 
 
-def _normalise_index(name: str, size: int, value: Any, *, allow_tensor: bool) -> int | torch.Tensor:
-    if isinstance(value, torch.Tensor) and value.ndim == 0:
-        value = int(value)
-    if isinstance(value, (list, tuple)) or (isinstance(value, torch.Tensor) and value.ndim == 1):
-        if not allow_tensor:
-            raise TypeError(f"{name}: merging needs one int index, got a per-sample index {value!r}")
-        tensor = torch.as_tensor(value)
-        if tensor.dtype.is_floating_point or tensor.dtype == torch.bool:
-            raise TypeError(f"{name}: expected integer indices, got dtype {tensor.dtype}")
-        if tensor.numel() and bool(((tensor < 0) | (tensor >= size)).any()):
-            raise IndexError(f"{name}: indices must lie in [0, {size}), got {tensor.tolist()}")
-        return tensor.long()
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int or a (batch,) integer tensor, got {value!r}")
-    if not 0 <= value < size:
-        raise IndexError(f"{name}: index {value} is out of range for mode {name!r} of size {size}")
-    return value
-
-
 def per_call_indices(model: nn.Module, indices: dict[str, Any], *, allow_tensor: bool) -> dict[str, Any]:
     """Validate per-call mode indices against the wrapped model's per-call modes (ints, or tensors if allowed)."""
     dynamic = get_container(model).dynamic_modes
@@ -66,7 +48,7 @@ def per_call_indices(model: nn.Module, indices: dict[str, Any], *, allow_tensor:
     if unknown:
         have = f"per-call modes {dynamic}" if dynamic else "no per-call modes"
         raise ValueError(f"indices: unknown mode(s) {unknown}; this adapter has {have}")
-    return {k: _normalise_index(k, dynamic[k], v, allow_tensor=allow_tensor) for k, v in indices.items()}
+    return {k: check_mode_index(k, dynamic[k], v, allow_tensor=allow_tensor) for k, v in indices.items()}
 
 
 @contextlib.contextmanager
@@ -76,7 +58,11 @@ def adapter_context(model: nn.Module, task_ids: Any = None, **indices: Any) -> I
     ``task_ids`` is shorthand for ``task=``.  A value is an ``int`` (whole batch) or a
     ``(batch,)`` integer tensor/list (one index per sample; ``x`` of each adapted layer must
     then have leading dim ``batch``).  Works when the model's forward passes no extra kwargs.
-    Nested contexts override and restore.
+    Nested contexts override and restore.  Indices are checked on entry
+    (:func:`~tnadapt.nn.validation.check_mode_index`): an unknown mode, a float/bool tensor or one
+    not of shape ``(batch,)`` raise at once, and so does an out-of-range index given as an int or a
+    CPU tensor (:class:`~tnadapt.nn.ModeIndexError`, naming the mode, its size and the values); a
+    tensor on an accelerator is checked asynchronously, without a host synchronisation.
     """
     if task_ids is not None:
         indices["task"] = task_ids
@@ -103,10 +89,29 @@ def _apply_merge(model: nn.Module, indices: dict[str, int], sign: float) -> None
             layer.merged = sign > 0
 
 
+def _check_untied(model: nn.Module) -> None:
+    """Refuse to merge into a base weight that another module also holds (tied weights, e.g. an output
+    projection tied to the embedding): ``weight += ΔW`` would change that module as well."""
+    holders: dict[int, list[tuple[str, nn.Module]]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        for pname, param in module.named_parameters(recurse=False):
+            holders.setdefault(id(param), []).append((f"{name}.{pname}" if name else pname, module))
+    for name, layer in adapted_modules(model).items():
+        others = [n for n, m in holders.get(id(layer.weight), []) if m is not layer.base_layer]
+        if others:
+            raise ValueError(
+                f"model: the base weight of {name!r} is shared with {others} (tied weights); merging would add "
+                f"{name!r}'s update to those modules too. Keep the adapter unmerged, or untie the weights before "
+                "wrapping"
+            )
+
+
 def merge(model: nn.Module, **indices: int) -> None:
     """Fold each layer's update into its base weight (``weight += ΔW``); adapters then cost nothing.
 
     A ``Conv1D`` target stores its weight ``(in, out)`` and gets ``ΔWᵀ`` added instead.
+    A target whose weight Parameter another module also holds (tied weights) is refused
+    (``ValueError``): the merge would change that module too.
 
     Per-call modes (e.g. ``task``) need one ``int`` each here.  While merged the adapter
     branch is skipped, so training the cores has no effect until :func:`unmerge`.
@@ -115,6 +120,7 @@ def merge(model: nn.Module, **indices: int) -> None:
     if container.merged is not None:
         raise ValueError(f"model: already merged with indices {container.merged}; call unmerge(model) first")
     indices = per_call_indices(model, indices, allow_tensor=False)
+    _check_untied(model)
     missing = [m for m, size in container.dynamic_modes.items() if m not in indices and size > 1]
     if missing:
         raise ValueError(

@@ -30,7 +30,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .family import AdapterGroup, AdapterOwner, get_family
-from .targets import is_conv1d, linear_shape, match_targets
+from .targets import TargetInfo, check_unshared, is_conv1d, linear_shape, match_targets
 
 __all__ = [
     "CONTAINER_ATTR",
@@ -267,6 +267,10 @@ def inject(
         raise ValueError(f"model: attribute {CONTAINER_ATTR!r} is taken by a {type(getattr(model, CONTAINER_ATTR))}")
     targets = {name: (g, key) for g, grp in groups.items() for name, key in grp.keys.items()}
     bases = {name: check_target(model, name, groups[g].owner) for name, (g, _) in targets.items()}
+    check_unshared([TargetInfo(name, module, None, name) for name, module in bases.items()])
+    names_of: dict[int, list[str]] = {}  # every name of each module, shared ones included
+    for n, m in model.named_modules(remove_duplicate=False):
+        names_of.setdefault(id(m), []).append(n)
     saved = match_modules_to_save(model, config.modules_to_save, list(targets))
     family = get_family(config.family).name
     container = AdapterContainer(family, config, {g: grp.owner for g, grp in groups.items()}, targets, saved)
@@ -275,19 +279,24 @@ def inject(
     for name in saved:
         model.get_submodule(name).requires_grad_(trainable)
     model.add_module(CONTAINER_ATTR, container)
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))
     for name, (g, key) in targets.items():
         wrapper = AdaptedLinear(bases[name], container, g, key)
-        parts = name.split(".")
-        ancestors = [modules[".".join(parts[:i])] for i in range(len(parts))]  # root first
-        if any(isinstance(a, nn.TransformerEncoderLayer) for a in ancestors):
-            wrapper.register_forward_pre_hook(_keep_unfused_path)
-        for i, anc in enumerate(ancestors):
-            if isinstance(anc, nn.TransformerEncoder) and getattr(anc, "use_nested_tensor", False):
-                # the nested-tensor fast path of nn.TransformerEncoder also reads linear weights directly
-                container.restore.append((".".join(parts[:i]), "use_nested_tensor", True))
-                anc.use_nested_tensor = False
-        replace_module(model, name, wrapper)
+        aliases = names_of[id(bases[name])]  # a shared module is wrapped at every name, so every use is adapted
+        hooked = False
+        for alias in aliases:
+            parts = alias.split(".")
+            ancestors = [modules[".".join(parts[:i])] for i in range(len(parts))]  # root first
+            if not hooked and any(isinstance(a, nn.TransformerEncoderLayer) for a in ancestors):
+                wrapper.register_forward_pre_hook(_keep_unfused_path)
+                hooked = True
+            for i, anc in enumerate(ancestors):
+                if isinstance(anc, nn.TransformerEncoder) and getattr(anc, "use_nested_tensor", False):
+                    # the nested-tensor fast path of nn.TransformerEncoder also reads linear weights directly
+                    container.restore.append((".".join(parts[:i]), "use_nested_tensor", True))
+                    anc.use_nested_tensor = False
+        for alias in aliases:
+            replace_module(model, alias, wrapper)
     return container
 
 
@@ -314,9 +323,15 @@ def wrap(model: nn.Module, config: AdapterConfig) -> nn.Module:
 
 
 def unload(model: nn.Module) -> nn.Module:
-    """Put the base layers back and remove the container, *without* touching the weights."""
+    """Put the base layers back (at every name a shared layer has) and remove the container, *without*
+    touching the weights."""
     container = get_container(model)
-    for name, layer in adapted_modules(model).items():
+    wrapped = [
+        (name, m)
+        for name, m in model.named_modules(remove_duplicate=False)
+        if isinstance(m, AdaptedLinear) and m.container is container
+    ]
+    for name, layer in wrapped:
         replace_module(model, name, layer.base_layer)
     for name, attr, value in container.restore:
         setattr(model.get_submodule(name), attr, value)

@@ -25,19 +25,19 @@ True
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..tt import TensorTrain
-from ..tt.init import INIT_NAMES, make_cores
-from .config import STRUCTURAL_MODES, AdapterConfig, MetaTTConfig
-from .family import AdapterFamily, AdapterGroup, register_family
-from .parameters import release_grad_accumulator
+from ..tt import TensorTrain, max_ranks
+from ..tt.init import interior_ranks, make_cores
+from .config import INIT_ALIASES, STRUCTURAL_MODES, AdapterConfig, MetaTTConfig, format_init, parse_init
+from .family import AdapterFamily, AdapterGroup, meta_state_shapes, register_family
+from .parameters import new_parameter, write_parameter
 from .targets import TargetInfo, group_by_shape, group_dtype_device
+from .validation import allocation_guard, cap_ranks, check_float, check_int, check_mode_index, prefixed
 
 __all__ = [
     "INIT_ALIASES",
@@ -48,72 +48,10 @@ __all__ = [
     "parse_init",
 ]
 
-#: Short names accepted in init strings such as ``"ze-id-id-id"`` (paper D.4).
-INIT_ALIASES: dict[str, str] = {"ze": "zeros", "id": "identity", "no": "normal", "or": "orthogonal"}
-
 #: Names the in/out/head cores use; index modes may not take them.
 _RESERVED = ("in", "out", "head")
 
 Index = int | torch.Tensor
-
-
-def parse_init(
-    init: str | Sequence[str] | None, num_cores: int, *, std: float | None = 0.2
-) -> list[tuple[str, float | None]]:
-    """Normalise an init spec into ``num_cores`` pairs ``(kind, std)``.
-
-    ``init`` is a dash-separated string with one token per core (``"ze-id-id-id"``), a
-    list of tokens, a single token applied to every core, ``None``/``"paper"`` for the paper's
-    default (first core zero, all others identity, D.4) or ``"llama"`` for its Llama setting
-    (zero first core, normal middle cores, identity last core).  Tokens: ``ze``/``zeros``,
-    ``id``/``identity``, ``no``/``normal``, ``or``/``orthogonal``; ``no`` and ``or`` take an
-    optional std after a colon (``"no:0.02"``), otherwise ``std`` (paper: 0.2 for ``no``).
-
-    >>> parse_init("ze-no:0.1-id", 3)
-    [('zeros', None), ('normal', 0.1), ('identity', None)]
-    >>> parse_init(None, 4)[0], parse_init(None, 4)[3]
-    (('zeros', None), ('identity', None))
-    >>> [k for k, _ in parse_init("llama", 4)]
-    ['zeros', 'normal', 'normal', 'identity']
-    """
-    if init is None or init == "paper":
-        tokens = ["zeros"] + ["identity"] * (num_cores - 1)
-    elif init == "llama":
-        tokens = ["zeros"] + ["normal"] * (num_cores - 2) + ["identity"]
-    elif isinstance(init, str):
-        tokens = _split_init(init) if "-" in init else [init] * num_cores
-    else:
-        tokens = list(init)
-    if len(tokens) != num_cores:
-        raise ValueError(
-            f"init: expected one token per core ({num_cores} cores), got {len(tokens)} in {init!r}; "
-            f"write e.g. {'-'.join(['ze'] + ['id'] * (num_cores - 1))!r}"
-        )
-    out: list[tuple[str, float | None]] = []
-    for tok in tokens:
-        if not isinstance(tok, str):
-            raise TypeError(f"init: expected string tokens, got {type(tok).__name__} {tok!r}")
-        name, _, std_text = tok.strip().partition(":")
-        kind = INIT_ALIASES.get(name, name)
-        if kind not in INIT_NAMES:
-            raise ValueError(
-                f"init: unknown token {tok!r}; expected one of {sorted(INIT_ALIASES)} or {list(INIT_NAMES)}"
-            )
-        tok_std: float | None = None
-        if std_text:
-            try:
-                tok_std = float(std_text)
-            except ValueError:
-                raise ValueError(f"init: could not read the std in token {tok!r}") from None
-        elif kind == "normal":
-            tok_std = std
-        out.append((kind, tok_std))
-    return out
-
-
-def _split_init(text: str) -> list[str]:
-    """Split ``"ze-no:1e-05-id"`` at dashes that start a new token (a letter follows)."""
-    return re.split(r"-(?=[A-Za-z])", text)
 
 
 def lora_num_parameters(in_features: int, out_features: int, rank: int, num_layers: int = 1) -> int:
@@ -123,12 +61,6 @@ def lora_num_parameters(in_features: int, out_features: int, rank: int, num_laye
     294912
     """
     return int(num_layers) * int(rank) * (int(in_features) + int(out_features))
-
-
-def _check_pos_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
 
 
 class GlobalTTAdapter(nn.Module):
@@ -144,8 +76,12 @@ class GlobalTTAdapter(nn.Module):
         "matrix": 2}`` (MetaTT-(4+1)D).  Any names except ``in``/``out``/``head``.
     ranks:
         Bond dimension(s): an int for every bond or one int per bond (``num_cores - 1``).
+        Bond ``k`` can use at most ``min(n_1···n_k, n_{k+1}···n_d)`` over the leg sizes ``n``
+        (:func:`tnadapt.tt.max_ranks`; a larger rank adds no expressivity): a larger request is
+        capped there with one :class:`~tnadapt.nn.RankClippedWarning` naming the requested and
+        the largest useful ranks.
     alpha:
-        Plain multiplier of the update (not ``alpha / r``).
+        Plain multiplier of the update (not ``alpha / r``), a finite float.
     init:
         Per-core init, see :func:`parse_init`; default ``None`` = zero input core, identity
         elsewhere (``"ze-id-id-id"`` for 4D), so ``ΔW = 0`` at init.
@@ -153,9 +89,12 @@ class GlobalTTAdapter(nn.Module):
         MetaTT-5D: split the output leg into ``(heads, out_features // heads)`` with its own
         core (``head`` mode, row-major: output index ``o = h * (out_features // heads) + o'``).
     init_std:
-        Std of ``normal`` cores without an explicit std (paper D.4 uses 0.2).
+        Std of ``normal`` cores without an explicit std (paper D.4 uses 0.2), finite and ``>= 0``.
     dtype, device, generator:
         Where the cores live; ``generator`` seeds random inits.
+
+    The cores are ``nn.Parameter`` s of shape ``(r_{k-1}, n_k, r_k)``, always contiguous (also
+    after :meth:`set_cores`), so optimizers that flatten gradients (``torch.optim.LBFGS``) work.
 
     Shapes: :meth:`forward` takes ``x`` of shape ``(..., in_features)`` and returns the
     update of shape ``(..., out_features)``; with a ``(batch,)`` index tensor the first dim
@@ -178,39 +117,46 @@ class GlobalTTAdapter(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = _check_pos_int("in_features", in_features)
-        self.out_features = _check_pos_int("out_features", out_features)
+        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.out_features = check_int("out_features", out_features, minimum=1)
         if not isinstance(modes, Mapping):
             raise TypeError(f"modes: expected a mapping name -> size, got {type(modes).__name__}")
         mode_sizes: dict[str, int] = {}
         for name, size in modes.items():
             if not isinstance(name, str) or not name.isidentifier() or name in _RESERVED:
                 raise ValueError(f"modes: mode names must be identifiers other than {_RESERVED}, got {name!r}")
-            mode_sizes[name] = _check_pos_int(f"modes[{name!r}]", size)
+            mode_sizes[name] = check_int(f"modes[{name!r}]", size, minimum=1)
         self.mode_sizes: dict[str, int] = mode_sizes
         if heads is not None:
-            heads = _check_pos_int("heads", heads)
+            heads = check_int("heads", heads, minimum=1)
             if out_features % heads:
                 raise ValueError(
                     f"heads: out_features={out_features} is not divisible by heads={heads} "
                     f"(the output leg is split as (heads, out_features // heads))"
                 )
         self.heads = heads
-        self.alpha = float(alpha)
+        self.alpha = check_float("alpha", alpha)
+        if init_std is not None:
+            init_std = check_float("init_std", init_std, minimum=0)
         self.core_names: tuple[str, ...] = ("in", *mode_sizes, *(("head",) if heads else ()), "out")
         shape = self._leg_sizes()
         specs = parse_init(init, len(shape), std=init_std)
-        self.init_spec: tuple[str, ...] = tuple(kind if s is None else f"{kind}:{s:g}" for kind, s in specs)
-        cores = make_cores(
-            shape,
-            ranks,
-            [kind for kind, _ in specs],
-            std=[s for _, s in specs],
-            generator=generator,
-            dtype=dtype,
-            device=device,
-        )
-        self.cores = nn.ParameterList([nn.Parameter(c) for c in cores])
+        self.init_spec: tuple[str, ...] = format_init(specs)
+        full = interior_ranks(shape, ranks)  # checks the rank spec (ints >= 1, one per bond)
+        bonds = cap_ranks("ranks", full[1:-1], max_ranks(shape), where=f"TT of legs {tuple(shape)}")
+        full = [1, *bonds, 1]
+        sizes = [(full[k], n, full[k + 1]) for k, n in enumerate(shape)]
+        with allocation_guard("ranks", "cores", sizes, dtype):
+            cores = make_cores(
+                shape,
+                bonds,
+                [kind for kind, _ in specs],
+                std=[s for _, s in specs],
+                generator=generator,
+                dtype=dtype,
+                device=device,
+            )
+        self.cores = nn.ParameterList([new_parameter(c) for c in cores])
 
     # ------------------------------------------------------------------ structure
     def _leg_sizes(self) -> list[int]:
@@ -287,15 +233,17 @@ class GlobalTTAdapter(nn.Module):
             device=device,
         )
         if "init" in config:
-            adapter.init_spec = tuple(_split_init(str(config["init"])))
+            adapter.init_spec = format_init(parse_init(config["init"], len(adapter.cores)))
         return adapter
 
     @torch.no_grad()
     def set_cores(self, cores: Sequence[torch.Tensor]) -> None:
         """Write new cores into the existing Parameters (ranks may change, legs may not).
 
-        Each new core is cast to its Parameter's dtype/device and assigned via
-        ``param.data``; ``param.grad`` is reset to ``None`` and autograd's cached gradient
+        Each new core ``(r_{k-1}, n_k, r_k)`` is copied, contiguous, in its Parameter's
+        dtype/device and assigned via ``param.data``
+        (:func:`~tnadapt.nn.parameters.write_parameter`, whatever the strides of the given
+        tensors, e.g. a sweep's output); ``param.grad`` is reset to ``None`` and autograd's cached gradient
         accumulator (which remembers the old shape while an old graph is alive) is dropped,
         so the next backward works even if the last step's ``loss`` is still referenced.
         Optimiser state of reshaped Parameters is stale: reset it
@@ -314,9 +262,7 @@ class GlobalTTAdapter(nn.Module):
                 )
         TensorTrain(cores)  # validates chained and boundary ranks
         for param, new in zip(self.cores, cores):
-            param.data = new.detach().to(device=param.device, dtype=param.dtype).clone()
-            param.grad = None
-            release_grad_accumulator(param)
+            write_parameter(param, new)
 
     # ------------------------------------------------------------------ slices
     def _live_cores(self) -> list[torch.Tensor]:
@@ -324,7 +270,8 @@ class GlobalTTAdapter(nn.Module):
         return list(self.cores._parameters.values())  # type: ignore[arg-type]  # fast ParameterList access
 
     def _check_index(self, name: str, size: int, idx: Any) -> Index:
-        """Validate one mode index: an int in range or a 1-D integer tensor (per-sample)."""
+        """Validate one mode index: an int in range or a ``(batch,)`` integer tensor (per-sample), see
+        :func:`~tnadapt.nn.validation.check_mode_index`."""
         if idx is None:
             if size == 1:
                 return 0
@@ -339,17 +286,7 @@ class GlobalTTAdapter(nn.Module):
                     else ""
                 )
             )
-        if isinstance(idx, torch.Tensor) and idx.ndim == 1:
-            if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-                raise TypeError(f"index[{name!r}]: expected an integer tensor, got dtype {idx.dtype}")
-            return idx
-        if isinstance(idx, torch.Tensor) and idx.ndim == 0:
-            idx = int(idx)
-        if isinstance(idx, bool) or not isinstance(idx, int):
-            raise TypeError(f"index[{name!r}]: expected an int or a 1-D integer tensor, got {idx!r}")
-        if not 0 <= idx < size:
-            raise IndexError(f"index[{name!r}]: {idx} is out of range for mode {name!r} of size {size}")
-        return idx
+        return check_mode_index(name, size, idx)
 
     def _middle(self, cores: Sequence[torch.Tensor], index: Mapping[str, Any]) -> torch.Tensor | None:
         """``alpha * prod_k G_k[:, i_k, :]`` over the index modes: ``(r, r')``, ``(batch, r, r')`` or ``None``
@@ -421,7 +358,12 @@ class GlobalTTAdapter(nn.Module):
     def forward_delta(self, x: torch.Tensor, key: Mapping[str, Index]) -> torch.Tensor:
         """Adapter output for ``x (..., in_features)`` and slice ``key``; shape ``(..., out_features)``.
 
-        ``x`` is cast to the cores' dtype; the result has the cores' dtype.  Cost
+        ``x`` is cast to the cores' dtype; the result has the cores' dtype.  A ``(batch,)``
+        index tensor must be of an integer dtype, with ``batch == x.shape[0]`` and every entry in
+        ``[0, size)``: checked exactly for CPU tensors (:class:`~tnadapt.nn.ModeIndexError` naming the
+        mode, its size and the offending values) and with ``torch._assert_async`` — no host
+        synchronisation — for tensors on an accelerator (see
+        :func:`~tnadapt.nn.validation.check_mode_index`).  Cost
         ``O(N·(in + out)·r + N·r²)`` for ``N`` rows, plus ``O(r³)`` for the middle product.
         """
         if x.shape[-1] != self.in_features:
@@ -487,7 +429,7 @@ def build_metatt(config: AdapterConfig, targets: Sequence[TargetInfo]) -> dict[s
             m: {"layer": n_l, "matrix": n_m, "layer_matrix": n_l * n_m}.get(m, config.mode_sizes.get(m, 0))
             for m in modes
         }
-        try:
+        with prefixed(f"shape group {gname} (e.g. {members[0].name!r})"):
             adapter = GlobalTTAdapter(
                 members[0].in_features,
                 members[0].out_features,
@@ -501,8 +443,6 @@ def build_metatt(config: AdapterConfig, targets: Sequence[TargetInfo]) -> dict[s
                 device=device,
                 generator=generator,
             )
-        except ValueError as exc:
-            raise ValueError(f"shape group {gname} (e.g. {members[0].name!r}): {exc}") from None
         keys: dict[str, dict[str, int]] = {}
         seen: dict[tuple[tuple[str, int], ...], str] = {}
         for t in members:
@@ -526,6 +466,10 @@ def build_metatt(config: AdapterConfig, targets: Sequence[TargetInfo]) -> dict[s
 
 METATT_FAMILY = register_family(
     AdapterFamily(
-        name="metatt", config_cls=MetaTTConfig, build=build_metatt, owner_from_config=GlobalTTAdapter.from_config
+        name="metatt",
+        config_cls=MetaTTConfig,
+        build=build_metatt,
+        owner_from_config=GlobalTTAdapter.from_config,
+        state_shapes=meta_state_shapes(GlobalTTAdapter.from_config),
     )
 )

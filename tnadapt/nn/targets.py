@@ -16,6 +16,10 @@ Matching rules (in the spirit of peft's ``LoraConfig``):
   (``LayerNorm``, ``Embedding``) is an error rather than silently left out.  A list entry
   that names a module which neither is nor contains an adaptable module is an error too.
 * ``exclude_modules``: the same rules, applied after matching; matches are dropped.
+* A module reachable under several names (shared or tied, ``m.a = m.b = lin``) is looked up
+  under all of them: matching two of its names is an error (a module can carry one adapter);
+  matching one adapts it, and the wrapper then replaces it at every name, so the adapter
+  applies at every use.
 * The *layer id* is found by ``layer_index_fn(name)`` if given, else from ``layers_pattern``:
   a regex whose first group is the layer number, or a plain ModuleList name like peft's
   (``"layer"`` means ``(^|.)layer.<digits>(.|$)``).  The default takes the first ``<digits>.``
@@ -50,10 +54,13 @@ from typing import cast
 import torch
 from torch import nn
 
+from .validation import check_dtype_name
+
 __all__ = [
     "DEFAULT_LAYER_REGEX",
     "QUERY_VALUE_NAMES",
     "TargetInfo",
+    "check_unshared",
     "default_target_modules",
     "group_by_shape",
     "group_dtype_device",
@@ -225,7 +232,7 @@ def match_targets(
         for child, _ in mod.named_children()
     }
     found: list[TargetInfo] = []
-    for name, module in model.named_modules():
+    for name, module in model.named_modules(remove_duplicate=False):  # every name of a shared module
         if not name:
             continue
         matrix = include(name)
@@ -263,7 +270,28 @@ def match_targets(
             + (f" (after excluding {exclude_modules!r})" if exclude_modules else "")
             + f"; the model's Linear modules are: {_adaptable_names(model)}"
         )
+    check_unshared(found)
     return found
+
+
+def check_unshared(targets: Sequence[TargetInfo]) -> None:
+    """Refuse two targets that are one module reachable under several names (``m.a = m.b = lin``).
+
+    A module object can carry one adapter: its wrapper replaces it at every name it has, so
+    adapting it under two names would put two updates on one layer call.  Target one of the
+    names; the adapter then applies wherever the module is used.
+    """
+    by_module: dict[int, list[str]] = {}
+    for t in targets:
+        by_module.setdefault(id(t.module), []).append(t.name)
+    shared = [names for names in by_module.values() if len(names) > 1]
+    if shared:
+        names = shared[0]
+        raise ValueError(
+            f"target_modules: {names} are one shared (tied) module reachable under {len(names)} names, and each "
+            "name matched; a shared module can carry one adapter, which then applies at every use of it: target "
+            f"exactly one of its names (e.g. add {names[1:]} to exclude_modules)"
+        )
 
 
 #: Attention query/value projection names by convention, tried in order by
@@ -335,7 +363,4 @@ def group_dtype_device(
     weight = cast(torch.Tensor, members[0].module.weight)
     if dtype_name is None:
         return weight.dtype, weight.device
-    dtype = getattr(torch, dtype_name, None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype: expected a floating torch dtype name like 'float32', got {dtype_name!r}")
-    return dtype, weight.device
+    return check_dtype_name("dtype", dtype_name), weight.device

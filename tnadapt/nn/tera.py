@@ -42,6 +42,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .family import AdapterFamily, AdapterGroup, register_family
+from .parameters import new_parameter
 from .targets import TargetInfo, group_by_shape, group_dtype_device
 from .tera_factors import (
     FACTOR_INITS,
@@ -51,6 +52,19 @@ from .tera_factors import (
     group_seed,
     random_factors,
     split_dim,
+    tucker_max_ranks,
+)
+from .validation import (
+    allocation_guard,
+    cap_ranks,
+    check_bool,
+    check_choice,
+    check_dtype_name,
+    check_float,
+    check_int,
+    check_rank,
+    clip_ranks,
+    prefixed,
 )
 
 __all__ = ["FORWARD_MODES", "PLACEMENTS", "TERA_FAMILY", "TeRAAdapter", "TeRAConfig", "build_tera"]
@@ -61,16 +75,10 @@ PLACEMENTS = ("bond", "physical")
 FORWARD_MODES = ("auto", "factored", "dense")
 
 
-def _pos_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
-
-
-def _choice(name: str, value: Any, options: Sequence[str]) -> str:
-    if value not in options:
-        raise ValueError(f"{name}: expected one of {tuple(options)}, got {value!r}")
-    return str(value)
+def _int_list(name: str, values: Any) -> tuple[int, ...]:
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise TypeError(f"{name}: expected a list of positive ints, got {type(values).__name__} {values!r}")
+    return tuple(check_int(f"{name}[{k}]", v, minimum=1) for k, v in enumerate(values))
 
 
 class TeRAAdapter(nn.Module):
@@ -86,7 +94,12 @@ class TeRAAdapter(nn.Module):
     in_modes, out_modes:
         Mode splits, ``∏ in_modes == in_features``, ``∏ out_modes == out_features``.
     ranks:
-        Tucker ranks ``R_n``, one per mode (in modes first); ``None``: ``R_n = I_n``.
+        Tucker ranks ``R_n``, one per mode (in modes first); ``None``: ``R_n = I_n``.  A rank above
+        the mode's largest useful rank (:func:`~tnadapt.nn.tera_factors.tucker_max_ranks`: ``I_n``
+        for ``placement="physical"``, ``I_n · ∏_{m≠n} min(I_m, R_m)`` for ``"bond"``, where extra
+        bond directions do add trained entries up to that bound) is capped there with one
+        :class:`~tnadapt.nn.RankClippedWarning`; frozen factors too large to allocate raise a
+        ``ValueError`` naming their sizes.
     placement:
         ``"bond"`` (``λ_n ∈ R^{R_n}``) or ``"physical"`` (``λ_n ∈ R^{I_n}``).
     zero_vector:
@@ -101,6 +114,9 @@ class TeRAAdapter(nn.Module):
         (mixed with the shape, :func:`~tnadapt.nn.tera_factors.group_seed`).
     alpha:
         Plain multiplier of ``ΔW``.
+    lambda_init, factor_scale, alpha are finite floats (``factor_scale > 0``); every argument is
+    type-checked without coercion (a string ``"nan"`` or ``"3"`` is refused), also when
+    :meth:`from_config` rebuilds an owner from a loaded ``adapter_config.json``.
     save_factors:
         Whether ``G``/``U_n`` go into ``state_dict`` (and the adapter file); otherwise they
         are regenerated from the seed on load and checked against a fingerprint.
@@ -133,11 +149,11 @@ class TeRAAdapter(nn.Module):
         _generate: bool = True,
     ) -> None:
         super().__init__()
-        self.in_features = _pos_int("in_features", in_features)
-        self.out_features = _pos_int("out_features", out_features)
-        self.num_slots = _pos_int("num_slots", num_slots)
-        self.in_modes = tuple(_pos_int("in_modes", int(n)) for n in in_modes)
-        self.out_modes = tuple(_pos_int("out_modes", int(n)) for n in out_modes)
+        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.out_features = check_int("out_features", out_features, minimum=1)
+        self.num_slots = check_int("num_slots", num_slots, minimum=1)
+        self.in_modes = _int_list("in_modes", in_modes)
+        self.out_modes = _int_list("out_modes", out_modes)
         for name, modes, size in (
             ("in_modes", self.in_modes, in_features),
             ("out_modes", self.out_modes, out_features),
@@ -145,45 +161,51 @@ class TeRAAdapter(nn.Module):
             if not modes or math.prod(modes) != size:
                 raise ValueError(f"{name}: expected a non-empty split with product {size}, got {list(modes)}")
         legs = (*self.in_modes, *self.out_modes)
-        self.ranks = tuple(legs) if ranks is None else tuple(_pos_int("ranks", int(r)) for r in ranks)
-        if len(self.ranks) != len(legs):
+        self.placement = check_choice("placement", placement, PLACEMENTS)
+        self.forward_mode = check_choice("forward_mode", forward_mode, FORWARD_MODES)
+        self.factor_init = check_choice("factor_init", factor_init, FACTOR_INITS)
+        requested = legs if ranks is None else _int_list("ranks", ranks)
+        if len(requested) != len(legs):
             raise ValueError(f"ranks: expected one Tucker rank per mode ({len(legs)} modes {list(legs)}), got {ranks}")
-        self.placement = _choice("placement", placement, PLACEMENTS)
-        self.forward_mode = _choice("forward_mode", forward_mode, FORWARD_MODES)
-        self.factor_init = _choice("factor_init", factor_init, FACTOR_INITS)
+        limits = tucker_max_ranks(legs, requested, self.placement)
+        where = f"Tucker network with modes {list(legs)} (placement={self.placement!r})"
+        self.ranks = tuple(cap_ranks("ranks", requested, limits, where=where))
         n_modes = len(legs)
-        if isinstance(zero_vector, bool) or not isinstance(zero_vector, int) or not -n_modes <= zero_vector < n_modes:
+        zero_vector = check_int("zero_vector", zero_vector)
+        if not -n_modes <= zero_vector < n_modes:
             raise ValueError(f"zero_vector: expected an int in [{-n_modes}, {n_modes}), got {zero_vector!r}")
         self.zero_vector = zero_vector % n_modes
-        self.lambda_init = float(lambda_init)
-        self.factor_scale = float(factor_scale)
-        self.seed = int(seed)
-        self.alpha = float(alpha)
-        self.save_factors = bool(save_factors)
+        self.lambda_init = check_float("lambda_init", lambda_init)
+        self.factor_scale = check_float("factor_scale", factor_scale, minimum=0, strict=True)
+        self.seed = check_int("seed", seed)
+        self.alpha = check_float("alpha", alpha)
+        self.save_factors = check_bool("save_factors", save_factors)
         self.fingerprint: dict[str, list[float]] = {}
-        if _generate:
-            core, us = random_factors(
-                self.in_modes,
-                self.out_modes,
-                self.ranks,
-                seed=group_seed(self.seed, self.in_features, self.out_features),
-                init=self.factor_init,
-                scale=self.factor_scale,
-            )
-            self.fingerprint = fingerprint({"core": core, **{f"u{n}": u for n, u in enumerate(us)}})
-        else:
-            core, us = torch.zeros(self.ranks), [torch.zeros(n, r) for n, r in zip(legs, self.ranks)]
+        shapes = [self.ranks, *((n, r) for n, r in zip(legs, self.ranks))]
+        with allocation_guard("ranks", "frozen Tucker core and factors (float64 while drawn)", shapes, torch.float64):
+            if _generate:
+                core, us = random_factors(
+                    self.in_modes,
+                    self.out_modes,
+                    self.ranks,
+                    seed=group_seed(self.seed, self.in_features, self.out_features),
+                    init=self.factor_init,
+                    scale=self.factor_scale,
+                )
+                self.fingerprint = fingerprint({"core": core, **{f"u{n}": u for n, u in enumerate(us)}})
+            else:
+                core, us = torch.zeros(self.ranks), [torch.zeros(n, r) for n, r in zip(legs, self.ranks)]
         dtype = dtype if dtype is not None else torch.get_default_dtype()
-        self.register_buffer("core", core.to(dtype=dtype, device=device), persistent=self.save_factors)
+        self.register_buffer("core", core.to(dtype=dtype, device=device).contiguous(), persistent=self.save_factors)
         for n, u in enumerate(us):
-            self.register_buffer(f"u{n}", u.to(dtype=dtype, device=device), persistent=self.save_factors)
+            self.register_buffer(f"u{n}", u.to(dtype=dtype, device=device).contiguous(), persistent=self.save_factors)
         lengths = self.ranks if self.placement == "bond" else legs
         self.lambdas = nn.ParameterList(
             [
-                nn.Parameter(
+                new_parameter(
                     torch.full(
                         (self.num_slots, length),
-                        0.0 if n == self.zero_vector else float(lambda_init),
+                        0.0 if n == self.zero_vector else self.lambda_init,
                         dtype=dtype,
                         device=device,
                     )
@@ -261,7 +283,7 @@ class TeRAAdapter(nn.Module):
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"config: unknown TeRAAdapter field(s) {unknown}")
-        saved = bool(data.get("save_factors", False))
+        saved = check_bool("save_factors", data.get("save_factors", False))
         owner = cls(**data, dtype=dtype, device=device, _generate=not saved)
         if recorded is not None:
             if saved:
@@ -269,6 +291,27 @@ class TeRAAdapter(nn.Module):
             else:
                 check_fingerprint(recorded, owner.frozen_tensors(), where="TeRA factors regenerated from the seed")
         return owner
+
+    @staticmethod
+    def state_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Shapes of the ``state_dict`` a :meth:`config_dict` implies, computed without building anything.
+
+        >>> a = TeRAAdapter(6, 4, 2, [2, 3], [4], ranks=[2, 2, 3])
+        >>> TeRAAdapter.state_shapes(a.config_dict()) == {k: tuple(v.shape) for k, v in a.state_dict().items()}
+        True
+        """
+        legs = [int(n) for n in (*config["in_modes"], *config["out_modes"])]
+        ranks = legs if config.get("ranks") is None else [int(r) for r in config["ranks"]]
+        if len(ranks) != len(legs):
+            raise ValueError(f"ranks: expected one Tucker rank per mode ({len(legs)} modes {legs}), got {ranks}")
+        ranks = clip_ranks(ranks, tucker_max_ranks(legs, ranks, config.get("placement", "bond")))[0]  # as __init__
+        shapes: dict[str, tuple[int, ...]] = {}
+        if bool(config.get("save_factors", False)):
+            shapes["core"] = tuple(ranks)
+            shapes.update({f"u{n}": (leg, r) for n, (leg, r) in enumerate(zip(legs, ranks))})
+        lengths = ranks if config.get("placement", "bond") == "bond" else legs
+        shapes.update({f"lambdas.{n}": (int(config["num_slots"]), length) for n, length in enumerate(lengths)})
+        return shapes
 
     # ------------------------------------------------------------------ the network
     def _slot(self, key: Mapping[str, Any]) -> int:
@@ -393,6 +436,10 @@ class TeRAConfig(AdapterConfig):
         Seed of the frozen factors (mixed with each group's shape).
     dtype:
         Floating dtype name for the adapter; default: the base weights' dtype.
+
+    Every field is checked at construction without coercion, so also when
+    :func:`~tnadapt.nn.load_adapter` rebuilds the config: NaN/Inf floats, strings where numbers
+    are expected and non-bool ``save_factors`` raise ``ValueError``/``TypeError`` naming the field.
     """
 
     family: ClassVar[str] = "tera"
@@ -418,18 +465,30 @@ class TeRAConfig(AdapterConfig):
             raise ValueError(f"order: expected a positive int or [in_order, out_order], got {self.order!r}")
         if not isinstance(self.order, int):
             self.order = [int(o) for o in orders]
+        if not isinstance(self.splits, Mapping):
+            raise TypeError(f"splits: expected a mapping size -> list of factors, got {self.splits!r}")
         splits: dict[int, list[int]] = {}
-        for size, parts in dict(self.splits).items():
-            parts = [int(p) for p in parts]
-            if math.prod(parts) != int(size) or any(p < 1 for p in parts):
-                raise ValueError(f"splits: {parts} is not a factorisation of {size} into positive ints")
-            splits[int(size)] = parts
+        for size, parts in self.splits.items():
+            # JSON object keys are strings: accept "768" for 768, nothing else
+            key = int(size) if isinstance(size, str) and size.isdecimal() else check_int("splits key", size, minimum=1)
+            factors = list(_int_list(f"splits[{key}]", parts))
+            if math.prod(factors) != key:
+                raise ValueError(f"splits: {factors} is not a factorisation of {key} into positive ints")
+            splits[key] = factors
         self.splits = splits
-        if isinstance(self.rank, (tuple, list)):
-            self.rank = [int(r) for r in self.rank]
-        _choice("placement", self.placement, PLACEMENTS)
-        _choice("factor_init", self.factor_init, FACTOR_INITS)
-        _choice("forward_mode", self.forward_mode, FORWARD_MODES)
+        if self.rank is not None:
+            self.rank = check_rank("rank", self.rank)
+        check_choice("placement", self.placement, PLACEMENTS)
+        check_choice("factor_init", self.factor_init, FACTOR_INITS)
+        check_choice("forward_mode", self.forward_mode, FORWARD_MODES)
+        self.zero_vector = check_int("zero_vector", self.zero_vector)
+        self.lambda_init = check_float("lambda_init", self.lambda_init)
+        self.factor_scale = check_float("factor_scale", self.factor_scale, minimum=0, strict=True)
+        self.seed = check_int("seed", self.seed)
+        self.alpha = check_float("alpha", self.alpha)
+        self.save_factors = check_bool("save_factors", self.save_factors)
+        if self.dtype is not None:
+            check_dtype_name("dtype", self.dtype)
 
     def modes_for(self, in_features: int, out_features: int) -> tuple[list[int], list[int]]:
         """The ``(in_modes, out_modes)`` split of one shape."""
@@ -458,7 +517,7 @@ def build_tera(config: AdapterConfig, targets: Sequence[TargetInfo]) -> dict[str
         dtype, device = group_dtype_device(members, config.dtype)
         d_in, d_out = members[0].in_features, members[0].out_features
         in_modes, out_modes = config.modes_for(d_in, d_out)
-        try:
+        with prefixed(f"shape group {gname} (e.g. {members[0].name!r})"):
             owner = TeRAAdapter(
                 d_in,
                 d_out,
@@ -478,12 +537,16 @@ def build_tera(config: AdapterConfig, targets: Sequence[TargetInfo]) -> dict[str
                 dtype=dtype,
                 device=device,
             )
-        except ValueError as exc:
-            raise ValueError(f"shape group {gname} (e.g. {members[0].name!r}): {exc}") from None
         groups[gname] = AdapterGroup(owner, {t.name: {"slot": i} for i, t in enumerate(members)})
     return groups
 
 
 TERA_FAMILY = register_family(
-    AdapterFamily(name="tera", config_cls=TeRAConfig, build=build_tera, owner_from_config=TeRAAdapter.from_config)
+    AdapterFamily(
+        name="tera",
+        config_cls=TeRAConfig,
+        build=build_tera,
+        owner_from_config=TeRAAdapter.from_config,
+        state_shapes=TeRAAdapter.state_shapes,
+    )
 )

@@ -34,6 +34,7 @@ __all__ = [
     "group_seed",
     "random_factors",
     "split_dim",
+    "tucker_max_ranks",
     "tucker_norm_sq",
 ]
 
@@ -75,6 +76,31 @@ def split_dim(n: int, order: int) -> list[int]:
         raise ValueError(f"order: expected a positive int, got {order!r}")
     best = min(_splits(n, order, 1), key=lambda fs: (max(fs), sum(fs)))
     return list(best)
+
+
+def tucker_max_ranks(legs: Sequence[int], ranks: Sequence[int], placement: str) -> list[int]:
+    """Largest useful Tucker rank per mode of a TeRA network with legs ``I`` and requested ranks ``R``.
+
+    * ``placement="physical"`` (``λ_n ∈ R^{I_n}``): ``I_n``.  ``ΔW = T ×_1 diag(λ_1) ··· ×_N diag(λ_N)``
+      with the frozen ``T = G ×_n U_n``, so the trained family is ``T`` times a rank-1 tensor of
+      ``λ`` s, whatever the ranks, and ``rank(ΔW) <= min(∏ min(R, I) over the in modes, ... out modes)``:
+      ``R_n > I_n`` adds neither trained entries nor rank.
+    * ``placement="bond"`` (``λ_n ∈ R^{R_n}``): ``I_n · ∏_{m≠n} min(I_m, R_m)``.  ``ΔW`` is linear in
+      ``λ_n``, spanned by ``U_n[:, j] ⊗ h_j`` where the ``h_j`` lie in the column space of
+      ``⊗_{m≠n} F_m`` (dimension ``∏_{m≠n} min(I_m, R_m)``); ``R_n > I_n`` does add trained
+      directions, up to that space's dimension and no further.
+
+    ``tests/nn/test_validation.py`` checks that capping there keeps the rank of the Jacobian
+    ``∂ΔW/∂λ`` (the dimension of the trainable family) on random small networks.
+
+    >>> tucker_max_ranks([2, 3, 2, 2], [30, 30, 30, 30], "bond"), tucker_max_ranks([2, 3, 2, 2], [30, 30, 30, 30], "physical")
+    ([24, 24, 24, 24], [2, 3, 2, 2])
+    """
+    legs, ranks = [int(n) for n in legs], [int(r) for r in ranks]
+    if placement == "physical":
+        return legs
+    kept = [min(n, r) for n, r in zip(legs, ranks)]
+    return [legs[n] * math.prod(kept[:n] + kept[n + 1 :]) for n in range(len(legs))]
 
 
 def group_seed(seed: int, in_features: int, out_features: int) -> int:

@@ -12,7 +12,8 @@ the optimizer state of the cores is reset.  The scheduler does this in place:
    first that every core is finite — otherwise :class:`NonFiniteCoresError` and nothing
    is touched), grows bonds by exact padding if the target asks for more rank;
 3. writes the new cores into the **same** ``nn.Parameter`` objects (``adapter.set_cores``),
-   clears their gradients and autograd's cached gradient accumulators (so a graph still
+   contiguous whatever strides the sweep produced (``torch.optim.LBFGS`` flattens gradients
+   with ``view``), clears their gradients and autograd's cached gradient accumulators (so a graph still
    alive from the last step cannot impose the old shapes, see
    :func:`~tnadapt.nn.parameters.release_grad_accumulator`), drops their optimizer state (re-initialising it for eager
    optimizers such as Adagrad, see :mod:`tnadapt.optim.state`) and leaves every other
@@ -57,11 +58,13 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ..nn.parameters import settle_parameter
+from ..nn.validation import RankClippedWarning, check_float, clip_ranks
 from ..tt import TensorTrain, dmrg_sweep, max_ranks, pad_ranks
 from . import distributed as _dist
 from .records import SweepRecord
 from .schedules import ScheduleLike, SweepTarget, as_schedule
-from .state import StateInit, check_optimizer_holds, release_grad_accumulator, reset_state, unwrap_optimizer
+from .state import StateInit, check_optimizer_holds, reset_state, unwrap_optimizer
 
 __all__ = ["DMRGRankScheduler", "NonFiniteCoresError", "RankClippedWarning", "TTAdapterLike"]
 
@@ -73,10 +76,6 @@ STATE_VERSION = 1
 
 class NonFiniteCoresError(FloatingPointError):
     """A core holds NaN/Inf: the sweep was aborted and no parameter was changed."""
-
-
-class RankClippedWarning(UserWarning):
-    """A scheduled rank exceeded what a bond supports and was clipped."""
 
 
 @runtime_checkable
@@ -204,8 +203,7 @@ class DMRGRankScheduler:
     ) -> None:
         if unit not in UNITS:
             raise ValueError(f"unit: expected one of {UNITS}, got {unit!r}")
-        if isinstance(growth_noise, bool) or not isinstance(growth_noise, (int, float)) or not growth_noise >= 0:
-            raise ValueError(f"growth_noise: expected a float >= 0, got {growth_noise!r}")
+        growth_noise = check_float("growth_noise", growth_noise, minimum=0)
         self.optimizer = unwrap_optimizer(optimizer)
         named = _collect_adapters(adapters)
         self.adapter_names: tuple[str, ...] = tuple(n for n, _ in named)
@@ -352,12 +350,10 @@ class DMRGRankScheduler:
         x = TensorTrain([c.detach().to(self._work_dtype(first)) for c in adapter.cores])
         bonds = x.order - 1
         limit = max_ranks(x.shape)
-        clipped: list[int] = []
+        clipped: tuple[int, ...] = ()
         grown: list[int] = []
         if target.ranks is not None:
-            want = _per_bond("ranks", target.ranks, bonds, name)
-            clipped = [k for k in range(bonds) if want[k] > limit[k]]
-            want = [min(w, m) for w, m in zip(want, limit)]
+            want, clipped = clip_ranks(_per_bond("ranks", target.ranks, bonds, name), limit)
             caps = [min(w, r) for w, r in zip(want, x.bond_dims)]
             rep = dmrg_sweep(x, max_rank=caps, canonicalize=self.canonicalize)
             y = rep.tt
@@ -459,10 +455,10 @@ class DMRGRankScheduler:
             if new is not None:
                 adapter.set_cores(new)
                 params = list(adapter.cores)
-                # GlobalTTAdapter.set_cores does this already; any other TTAdapterLike may not (cheap to repeat).
+                # GlobalTTAdapter.set_cores leaves its cores contiguous, without gradients or stale gradient
+                # accumulators; any other TTAdapterLike may not (a no-op for settled cores, so cheap to repeat).
                 for p in params:
-                    p.grad = None
-                    release_grad_accumulator(p)
+                    settle_parameter(p)
                 reset_state(self.optimizer, params, state_init=self.state_init)
         for record in records:
             self.history.append(record)
