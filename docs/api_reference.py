@@ -20,7 +20,10 @@ MODULES: tuple[tuple[str, str], ...] = (
     ("tnadapt.testing", "Hypothesis strategies and assertion helpers for property-testing TT code."),
     ("tnadapt.nn", "Adapters and model wrapping: MetaTT, TeRA, save/load/merge, LoRA export and compression."),
     ("tnadapt.optim", "Rank-adaptive training: `DMRGRankScheduler`, schedules, checkpoints, DDP helpers."),
-    ("tnadapt.atomic", "All-or-nothing saves: staged directories swapped in atomically, digests, safe single-file writes."),
+    (
+        "tnadapt.atomic",
+        "All-or-nothing saves: staged directories swapped in atomically, digests, safe single-file writes.",
+    ),
 )
 OUTPUT = Path(__file__).with_name("api.md")
 _DUNDERS = frozenset(
