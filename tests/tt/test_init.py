@@ -100,3 +100,9 @@ def test_zeros_and_default_dtype() -> None:
     assert core.dtype == torch.get_default_dtype() and not core.any()
     with pytest.raises(ValueError, match=r"std: expected one value per core \(2\)"):
         make_cores((2, 2), 1, "normal", std=[1.0])
+
+
+@given(SIZES, SIZES, SIZES, st.sampled_from(["zeros", "identity", "normal", "orthogonal"]), st.integers(0, 2**16))
+def test_every_init_returns_a_contiguous_core(r0: int, n: int, r1: int, kind: str, seed: int) -> None:
+    """Callers store cores as Parameters; LBFGS and ``.view`` need contiguous memory (QR returns column-major)."""
+    assert init_core(r0, n, r1, kind, generator=generator(seed), dtype=torch.float64).is_contiguous()

@@ -99,7 +99,9 @@ def init_core(
         q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
         mat = q if rows >= cols else q.T
         scale = 1.0 if std is None else float(std)
-        return (mat.reshape(shape) * scale).to(device=device, dtype=real).to(dtype)
+        return (
+            (mat.reshape(shape) * scale).to(device=device, dtype=real).to(dtype).contiguous()
+        )  # QR gives column-major
     raise ValueError(f"kind: expected one of {INIT_NAMES}, got {kind!r}")
 
 
