@@ -17,10 +17,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-__all__ = ["build_parser", "main", "parse_dmrg"]
+__all__ = ["FINETUNE_DEFAULTS", "build_parser", "finetune_values", "main", "parse_dmrg", "saved_flags"]
+
+
+DESCRIPTION = """\
+Parameter-efficient fine-tuning of a local transformer with tensor-network adapters, offline.
+
+commands (tnadapt COMMAND --help for the flags):
+  demo      the embedded model (all-MiniLM-L6-v2) fine-tuned on the embedded task (Rotten Tomatoes polarity)
+            with MetaTT-4D, MetaTT-4D + DMRG rank schedule and LoRA r=8, next to a linear probe
+  finetune  the general tool: any local Hugging Face encoder, embedded datasets or CSV/JSONL files
+  predict   labels and probabilities from a finished run, for a CSV/JSONL file or stdin
+  inspect   config, label map, per-bond ranks, parameter counts and bond spectra of a saved run or adapter
+  count     parameter counts from model shapes; with no flags, the paper's Table 1/2 parameter columns
+
+Mistakes in the input end with a one-line "tnadapt: error: ..." and exit status 2
+(set TNADAPT_DEBUG=1 for the traceback).
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +77,78 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 DEFAULT_LR = {"head": 1e-2, "tera": 1e-2}
 
+#: The defaults of ``finetune``'s run-defining flags.  The parser leaves a flag that was not given out of the
+#: namespace, so that ``--resume`` can fill it from the saved run instead (only what differs needs repeating).
+FINETUNE_DEFAULTS: dict[str, object] = {
+    "model": "embedded",
+    "dataset": None,
+    "train": None,
+    "valid": None,
+    "text_col": "text",
+    "pair_col": None,
+    "label_col": "label",
+    "train_size": None,
+    "valid_size": None,
+    "max_length": 64,
+    "adapter": "metatt-4d",
+    "rank": None,
+    "alpha": None,
+    "targets": None,
+    "init": None,
+    "dmrg": None,
+    "train_head": True,
+    "epochs": 3,
+    "lr": None,
+    "batch_size": 16,
+    "seed": 0,
+    "device": "auto",
+    "precision": "fp32",
+}
+
+
+def saved_flags(record: dict[str, Any]) -> dict[str, object]:
+    """The ``finetune`` flag values that reproduce a saved ``run_config.json`` (``--device`` excepted: a resumed
+    run goes wherever ``--device`` says, ``auto`` by default)."""
+    data = record.get("data") or []
+    method, train = record.get("method") or {}, record.get("train") or {}
+    flags: dict[str, object] = {
+        "model": record.get("model"),
+        "train_size": record.get("train_size"),
+        "valid_size": record.get("valid_size"),
+        "max_length": record.get("max_length"),
+        "adapter": method.get("method"),
+        "rank": method.get("rank"),
+        "alpha": method.get("alpha"),
+        "targets": method.get("targets"),
+        "init": method.get("init"),
+        "train_head": method.get("train_head"),
+        "epochs": train.get("epochs"),
+        "lr": train.get("lr"),
+        "batch_size": train.get("batch_size"),
+        "seed": train.get("seed"),
+        "dmrg": ",".join(f"{e}:{r}" for e, r in (train.get("dmrg") or {}).items()) or None,
+        "precision": train.get("precision", "fp32"),
+    }
+    if data and all(isinstance(d, dict) and d.get("dataset") for d in data):
+        flags["dataset"] = [d["dataset"] for d in data]
+    elif data and all(isinstance(d, dict) for d in data):
+        flags.update(train=[d.get("train") for d in data], valid=[d.get("valid") for d in data])
+        flags.update({k: data[0].get(k) for k in ("text_col", "pair_col", "label_col")})
+    return {k: v for k, v in flags.items() if v is not None or k in ("pair_col", "targets", "init", "dmrg")}
+
+
+def finetune_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The run-defining flag values: those given, then (with ``--resume``) the saved run's, then the defaults."""
+    from tnadapt.finetune.checkpoint import read_run_config
+
+    given = {k: v for k, v in vars(args).items() if k in FINETUNE_DEFAULTS}
+    saved = read_run_config(args.out) if args.resume else None
+    base = saved_flags(saved) if saved is not None else {}
+    if "train" in given or "dataset" in given:  # other data given: the saved run's data flags do not apply
+        for key in ("dataset", "train", "valid"):
+            base.pop(key, None)
+    return {**FINETUNE_DEFAULTS, **base, **given}
+
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from tnadapt.finetune import UserError
@@ -67,47 +156,47 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from tnadapt.finetune.run import DataSpec, RunConfig, run
     from tnadapt.finetune.trainer import TrainSettings
 
-    if args.train or args.valid:
-        if args.dataset:
+    v = finetune_values(args)
+    if v["train"] or v["valid"]:
+        if v["dataset"]:
             raise UserError("--dataset: give either embedded --dataset names or --train/--valid files, not both")
-        if not args.train or not args.valid or len(args.train) != len(args.valid):
+        if not v["train"] or not v["valid"] or len(v["train"]) != len(v["valid"]):
             raise UserError("--train/--valid: give one --valid file per --train file (one pair per task)")
         data = [
-            DataSpec(train=t, valid=v, text_col=args.text_col, label_col=args.label_col, pair_col=args.pair_col)
-            for t, v in zip(args.train, args.valid)
+            DataSpec(train=t, valid=f, text_col=v["text_col"], label_col=v["label_col"], pair_col=v["pair_col"])
+            for t, f in zip(v["train"], v["valid"])
         ]
     else:
-        data = [DataSpec(dataset=name) for name in (args.dataset or ["rt-polarity"])]
-    lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.adapter, 5e-3)
+        data = [DataSpec(dataset=name) for name in (v["dataset"] or ["rt-polarity"])]
+    adapter = v["adapter"]
     config = RunConfig(
         data=data,
-        model=args.model,
+        model=v["model"],
         method=MethodSpec(
-            method=args.adapter,
-            rank=args.rank if args.rank is not None else (None if args.adapter == "tera" else 8),
-            alpha=args.alpha,
-            targets=list(args.targets) if args.targets else None,
-            init=args.init,
-            seed=args.seed,
-            train_head=args.train_head,
+            method=adapter,
+            rank=v["rank"] if v["rank"] is not None else (None if adapter == "tera" else 8),
+            alpha=v["alpha"],
+            targets=list(v["targets"]) if v["targets"] else None,
+            init=v["init"],
+            seed=v["seed"],
+            train_head=v["train_head"],
         ),
         train=TrainSettings(
-            epochs=args.epochs,
-            lr=lr,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            dmrg=parse_dmrg(args.dmrg) if args.dmrg else {},
+            epochs=v["epochs"],
+            lr=v["lr"] if v["lr"] is not None else DEFAULT_LR.get(adapter, 5e-3),
+            batch_size=v["batch_size"],
+            seed=v["seed"],
+            dmrg=parse_dmrg(v["dmrg"]) if v["dmrg"] else {},
             progress=not args.no_progress,
+            device=v["device"],
+            precision=v["precision"],
         ),
-        train_size=args.train_size,
-        valid_size=args.valid_size,
-        max_length=args.max_length,
+        train_size=v["train_size"],
+        valid_size=v["valid_size"],
+        max_length=v["max_length"],
     )
     result = run(config, out=args.out, resume=args.resume)
-    print(
-        f"done: final valid acc {result.final_acc:.4f} (best {result.best_acc:.4f}); adapter params "
-        f"{result.adapter_params:,d} = {result.ratio_to_lora:.3f} × LoRA r=8; saved to {args.out}/adapter"
-    )
+    print(f"done: {result.summary()}; saved to {args.out}/adapter")
     return 0
 
 
@@ -187,59 +276,79 @@ def _positive_float(text: str) -> float:
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    from tnadapt.finetune.device import DEVICES, PRECISIONS
     from tnadapt.finetune.methods import METHODS
 
+    d = FINETUNE_DEFAULTS
     p = sub.add_parser(
         "finetune",
         help="fine-tune a local transformer with an adapter",
         description="Fine-tune a local Hugging Face encoder (mean pooling + linear head per task) with an adapter; "
         "the encoder stays frozen. Writes OUT/adapter (save_adapter), OUT/metrics.json, OUT/valid_acc.png and a "
-        "checkpoint per epoch (resume with --resume).",
+        "checkpoint per epoch. --resume continues the run in --out with its saved flags (give only what changes: "
+        "a larger --epochs extends it, --device moves it).",
+        argument_default=argparse.SUPPRESS,  # a flag not given is absent: --resume fills it from the saved run
     )
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="embedded", help="local model directory (default: the embedded all-MiniLM-L6-v2)")
+    g.add_argument("--model", help=f"local model directory (default: {d['model']}, the all-MiniLM-L6-v2 package)")
     g.add_argument("--dataset", nargs="+", metavar="NAME", help="embedded dataset(s): rt-polarity, rt-subjectivity")
     g.add_argument("--train", nargs="+", metavar="FILE", help="training file(s) .csv/.tsv/.jsonl, one per task")
     g.add_argument("--valid", nargs="+", metavar="FILE", help="validation file(s), one per --train file")
-    g.add_argument("--text-col", default="text", help="text column (default: text)")
-    g.add_argument("--pair-col", default=None, help="second text column for pair tasks (paraphrase, NLI)")
-    g.add_argument("--label-col", default="label", help="label column (default: label)")
-    g.add_argument("--train-size", type=_positive_int, help="use at most N training examples per task")
-    g.add_argument("--valid-size", type=_positive_int, help="use at most N validation examples per task")
-    g.add_argument("--max-length", type=_positive_int, default=64, help="tokens per example (default 64)")
+    g.add_argument("--text-col", help=f"text column (default: {d['text_col']})")
+    g.add_argument("--pair-col", help="second text column for pair tasks (paraphrase, NLI; default: none)")
+    g.add_argument("--label-col", help=f"label column (default: {d['label_col']})")
+    g.add_argument("--train-size", type=_positive_int, help="use at most N training examples per task (default: all)")
+    g.add_argument("--valid-size", type=_positive_int, help="use at most N validation examples per task (default: all)")
+    g.add_argument("--max-length", type=_positive_int, help=f"tokens per example (default: {d['max_length']})")
     a = p.add_argument_group("adapter")
-    a.add_argument("--adapter", choices=METHODS, default="metatt-4d", help="method (default metatt-4d)")
+    a.add_argument("--adapter", choices=METHODS, help=f"method (default: {d['adapter']})")
     a.add_argument(
-        "--rank", type=_positive_int, help="TT/LoRA rank (default 8); for tera the Tucker rank (default: full)"
+        "--rank", type=_positive_int, help="TT/LoRA rank (default: 8); for tera the Tucker rank (default: full)"
     )
     a.add_argument("--alpha", type=_positive_float, help="scale of ΔW (default: 2 for MetaTT, 2*rank for LoRA)")
     a.add_argument(
         "--targets",
         nargs="+",
-        default=None,
         help="Linear names to adapt (default: the attention query/value projections, found by name: "
         "query/value, q_proj/v_proj, q_lin/v_lin, query_proj/value_proj or q/v)",
     )
     a.add_argument("--init", help="MetaTT core init, e.g. ze-id-id-id (default: the paper's)")
-    a.add_argument("--dmrg", metavar="SCHEDULE", help="rank schedule EPOCH:RANK,... e.g. 1:12,2:8 (MetaTT only)")
-    head = a.add_mutually_exclusive_group()
-    head.add_argument(
-        "--train-head", dest="train_head", action="store_true", default=True, help="train the head(s) (default)"
+    a.add_argument(
+        "--dmrg", metavar="SCHEDULE", help="rank schedule EPOCH:RANK,... e.g. 1:12,2:8 (MetaTT only; default: none)"
     )
+    head = a.add_mutually_exclusive_group()
+    head.add_argument("--train-head", dest="train_head", action="store_true", help="train the head(s) (default)")
     head.add_argument("--freeze-head", dest="train_head", action="store_false", help="keep the head(s) at their init")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=_positive_int, default=3)
-    t.add_argument("--lr", type=_positive_float, help="AdamW learning rate (default 5e-3; 1e-2 for tera and head)")
-    t.add_argument("--batch-size", type=_positive_int, default=16)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="tnadapt-run", help="output directory (default tnadapt-run)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--epochs", type=_positive_int, help=f"passes over the training data (default: {d['epochs']})")
+    t.add_argument("--lr", type=_positive_float, help="AdamW learning rate (default: 5e-3; 1e-2 for tera and head)")
+    t.add_argument("--batch-size", type=_positive_int, help=f"examples per step (default: {d['batch_size']})")
+    t.add_argument(
+        "--seed", type=int, help=f"seed of the adapter init and the batch order, 0..2**32-1 (default: {d['seed']})"
+    )
+    t.add_argument(
+        "--device",
+        choices=DEVICES,
+        help="where to train: auto = CUDA, else MPS, else the CPU (default: auto); a resumed run may move",
+    )
+    t.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32, or autocast in bf16 / fp16 (fp16 with a loss scaler, accelerators only) (default: fp32)",
+    )
+    t.add_argument("--out", default="tnadapt-run", help="output directory (default: tnadapt-run)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        default=False,
+        help="continue the run in --out from its last checkpoint, with its saved flags",
+    )
+    t.add_argument("--no-progress", action="store_true", default=False, help="no progress bars")
     p.set_defaults(func=_cmd_finetune)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tnadapt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="tnadapt", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     from tnadapt import __version__
 
     parser.add_argument("--version", action="version", version=f"tnadapt {__version__}")
@@ -250,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--quick", action="store_true", help="tiny run for CI (well under a minute)")
     demo.add_argument("--out", default="tnadapt-demo", help="output directory (default tnadapt-demo)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of every run in the demo (default: 0)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
 
@@ -260,14 +369,36 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("dir", help="a run directory (--out of finetune/demo) or an adapter directory")
     ins.set_defaults(func=_cmd_inspect)
 
+    from tnadapt.finetune.counting import COUNT_METHODS
+
     cnt = sub.add_parser("count", help="parameter counts from model shapes (no flags: the paper's tables)")
     cnt.add_argument("--model", help="roberta-base, roberta-large, llama-2-7b, llama-2-13b, or a config.json/model dir")
-    cnt.add_argument("--adapter", choices=("lora", "vera", "lotr", "metatt-4d", "metatt-5d", "metatt-4+1d"))
-    cnt.add_argument("--rank", type=_positive_int)
+    cnt.add_argument(
+        "--adapter",
+        choices=COUNT_METHODS,
+        help="one method to count (default: lora, metatt-4d, metatt-5d and lotr side by side)",
+    )
+    cnt.add_argument("--rank", type=_positive_int, help="TT / LoRA / VeRA rank (default: 8)")
     cnt.add_argument("--targets", nargs="+", help="Linear names (default: query value / q_proj v_proj)")
     cnt.add_argument("--tasks", type=_positive_int, default=3, help="tasks for metatt-4+1d (default 3)")
     cnt.set_defaults(func=_cmd_count)
     return parser
+
+
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """Print tnadapt's own warnings (a rank capped at the largest useful one, ...) as ``tnadapt: warning: ...``
+    on one line of stderr; other libraries' warnings keep Python's format."""
+    from tnadapt.nn import RankClippedWarning
+
+    if issubclass(category, RankClippedWarning) or filename.startswith(os.path.dirname(__file__)):
+        print(f"tnadapt: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        return
+    _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,7 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.func(args))
     except KeyboardInterrupt:
         print("tnadapt: interrupted (a finetune run continues with --resume)", file=sys.stderr)
         return 130

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -155,3 +156,57 @@ def test_sparse_integer_labels_are_renumbered_and_resume_checks_file_contents(
     data.write_bytes(original)
     code, stdout, err = run_cli(capsys, *argv, "--out", str(out), "--resume")
     assert code == 0 and "resumed from" in stdout, err
+
+
+def test_resume_reads_the_saved_flags_and_extends_a_finished_run(
+    dmrg_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--resume`` alone continues bit-exactly; ``--epochs 3`` continues a finished 2-epoch run by one epoch."""
+    full = read_json(dmrg_run / "metrics.json")
+    cut = shutil.copytree(dmrg_run, tmp_path / "cut")
+    shutil.rmtree(cut / "checkpoints" / "epoch-002")
+    code, out, err = run_cli(capsys, "finetune", "--out", str(cut), "--resume", "--no-progress")
+    assert code == 0 and "resumed from" in out, err
+    assert read_json(cut / "metrics.json")["history"] == [
+        {**h, "seconds": r["seconds"]} for h, r in zip(full["history"], read_json(cut / "metrics.json")["history"])
+    ]
+    err = one_line_error(*run_cli(capsys, "finetune", "--out", str(cut), "--resume", "--epochs", "1"))
+    assert "--epochs 1: the saved run has 2 epochs; --resume can extend a run, not shorten it" in err
+    longer = shutil.copytree(dmrg_run, tmp_path / "longer")
+    code, out, err = run_cli(capsys, "finetune", "--out", str(longer), "--resume", "--epochs", "3", "--no-progress")
+    assert code == 0, err
+    assert "epoch 3/3" in out and "epoch 2/" not in out.split("resumed from")[1]
+    history = read_json(longer / "metrics.json")["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert [h["train_loss"] for h in history[:2]] == [h["train_loss"] for h in full["history"]]
+    assert read_json(longer / "run_config.json")["train"]["epochs"] == 3
+    before = load_file(str(dmrg_run / "adapter" / "adapter_model.safetensors"))
+    after = load_file(str(longer / "adapter" / "adapter_model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # epoch 3 trained (the LR is not 0 there)
+
+
+def test_help_text_shows_defaults_and_no_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    code, top, _ = run_cli(capsys, "--help")
+    assert code == 0 and "``" not in top and "predict" in top
+    _, finetune, _ = run_cli(capsys, "finetune", "--help")
+    flat = " ".join(finetune.split())
+    for flag, default in (("--epochs", "3"), ("--batch-size", "16"), ("--seed", "0"), ("--device", "auto")):
+        assert re.search(rf"{flag} \S+ (?:(?! --).)*\(default: {default}\)", flat), flag
+    _, count, _ = run_cli(capsys, "count", "--help")
+    assert "one method to count (default: lora, metatt-4d" in " ".join(count.split())
+
+
+def test_summary_labels_the_ratio_and_a_clipped_rank_is_one_warning(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rank 2: the ratio to LoRA r=8 is named as such, next to LoRA at rank 2; MetaTT-5D rank 32 on 32-wide layers
+    split into 4 heads of 8 is capped by the library, which the CLI reports on one warning line."""
+    argv = ["finetune", "--model", str(tiny_bert), *TINY, "--epochs", "1"]
+    code, out, err = run_cli(capsys, *argv, "--rank", "2", "--out", str(tmp_path / "r2"))
+    assert code == 0, err
+    lora8 = 2 * 2 * 8 * (32 + 32)
+    assert f"× LoRA r=8 on the same layers ({lora8:,d}), " in out and f"× LoRA r=2 ({lora8 // 4:,d})" in out
+    code, out, err = run_cli(capsys, *argv, "--adapter", "metatt-5d", "--rank", "32", "--out", str(tmp_path / "r32"))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("tnadapt: warning: ")]
+    assert len(warnings) >= 1 and "Traceback" not in err, err

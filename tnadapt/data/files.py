@@ -16,6 +16,7 @@ import bz2
 import csv
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -25,7 +26,15 @@ from typing import IO, Any
 
 from .dataset import DataError, TextDataset
 
-__all__ = ["TABLE_SUFFIXES", "file_sha256", "integer_label_notice", "is_integer_label", "load_table"]
+__all__ = [
+    "TABLE_SUFFIXES",
+    "TEXT_SUFFIXES",
+    "file_sha256",
+    "integer_label_notice",
+    "is_integer_label",
+    "load_table",
+    "load_texts",
+]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 #: ASCII digits only (``str.isdigit`` also accepts ``'²'``, which ``int`` refuses), at most 4000 of them (``int``
@@ -49,21 +58,26 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, record)`` pairs; records are dicts column -> value."""
     fh, kind = _open(path)
     with fh:
-        if kind in (".csv", ".tsv"):
-            reader = csv.DictReader(fh, delimiter="\t" if kind == ".tsv" else ",")
-            for row in reader:
-                yield reader.line_num, row
-            return
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not a JSON object per line ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(rec).__name__}")
-            yield lineno, rec
+        yield from _stream_records(fh, kind, path)
+
+
+def _stream_records(fh: IO[str], kind: str, path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The records of an open text stream of type ``kind`` (``.csv``, ``.tsv``, ``.jsonl``/``.json``)."""
+    if kind in (".csv", ".tsv"):
+        reader = csv.DictReader(fh, delimiter="\t" if kind == ".tsv" else ",")
+        for row in reader:
+            yield reader.line_num, row
+        return
+    for lineno, line in enumerate(fh, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not a JSON object per line ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(rec).__name__}")
+        yield lineno, rec
 
 
 def _label_text(value: Any) -> str:
@@ -207,3 +221,77 @@ def load_table(
         name=name or path.name,
         source={"file": str(path)},
     )
+
+
+#: Formats :func:`load_texts` reads: the table formats and plain text (one example per non-empty line).
+TEXT_SUFFIXES = (*TABLE_SUFFIXES, ".txt")
+
+
+def load_texts(
+    path: str | os.PathLike[str],
+    *,
+    text_col: str = "text",
+    pair_col: str | None = None,
+    stream: IO[str] | None = None,
+    kind: str | None = None,
+) -> tuple[list[str], list[str] | None]:
+    """``(texts, pairs)`` of an unlabelled file: a table's ``text_col`` (and ``pair_col``), or for ``.txt`` every
+    non-empty line (no columns).  With ``stream`` (e.g. stdin, ``path`` only names it in messages) the format is
+    ``kind`` (``.csv``, ``.tsv``, ``.jsonl``, ``.txt``), or sniffed: a first line starting with ``{`` is JSONL,
+    anything else CSV.  A missing column is a :class:`~tnadapt.data.DataError` listing the columns there are.
+    """
+    if stream is None:
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
+        suffixes = [x.lower() for x in p.suffixes if x.lower() not in _COMPRESSED]
+        if suffixes and suffixes[-1] == ".txt":
+            opener: Any = _COMPRESSED.get(p.suffix.lower(), open)
+            with opener(p, "rt", encoding="utf-8") as fh:
+                return _text_lines(fh, p), None
+        fh, found = _open(p)
+        with fh:
+            return _columns(_stream_records(fh, found, p), p, text_col, pair_col)
+    text = stream.read()
+    if kind is None:
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        kind = ".jsonl" if first.lstrip().startswith("{") else ".csv"
+    if kind == ".txt":
+        return _text_lines(io.StringIO(text), path), None
+    return _columns(_stream_records(io.StringIO(text, newline=None), kind, path), path, text_col, pair_col)
+
+
+def _text_lines(fh: IO[str], path: str | os.PathLike[str]) -> list[str]:
+    """The non-empty lines of a plain-text file, whitespace-normalised."""
+    try:
+        lines = [" ".join(line.split()) for line in fh if line.strip()]
+    except (UnicodeDecodeError, EOFError, OSError) as exc:
+        raise DataError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+    if not lines:
+        raise DataError(f"{path}: no examples (no non-empty lines)")
+    return lines
+
+
+def _columns(
+    records: Iterator[tuple[int, dict[str, Any]]], path: str | os.PathLike[str], text_col: str, pair_col: str | None
+) -> tuple[list[str], list[str] | None]:
+    """The text (and pair) column of ``records``; every row must have them, non-empty."""
+    wanted = [c for c in (text_col, pair_col) if c is not None]
+    texts: list[str] = []
+    pairs: list[str] = []
+    try:
+        for lineno, rec in records:
+            missing = [c for c in wanted if c not in rec]
+            if missing:
+                raise DataError(f"{path}:{lineno}: no column {missing[0]!r}; its columns are {sorted(map(str, rec))}")
+            for c in wanted:
+                if rec[c] is None or not str(rec[c]).strip():
+                    raise DataError(f"{path}:{lineno}: empty value in column {c!r}")
+            texts.append(str(rec[text_col]))
+            if pair_col is not None:
+                pairs.append(str(rec[pair_col]))
+    except (UnicodeDecodeError, csv.Error, EOFError, OSError) as exc:
+        raise DataError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+    if not texts:
+        raise DataError(f"{path}: no examples")
+    return texts, pairs if pair_col is not None else None

@@ -34,11 +34,13 @@ from ..atomic import write_file
 from .errors import UserError
 
 __all__ = [
+    "RESUMABLE_CHANGES",
     "RUN_CONFIG",
     "check_run_config",
     "checkpoint_dir",
     "latest_checkpoint",
     "mark_complete",
+    "read_run_config",
     "write_json",
 ]
 
@@ -75,26 +77,66 @@ def latest_checkpoint(out: str | os.PathLike[str]) -> Path | None:
     return None if best is None else best[1]
 
 
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}`` (lists of objects by index: ``data.0.train``).
+
+    >>> _flatten({"train": {"lr": 1, "dmrg": {}}, "data": [{"x": 1}]})
+    {'train.lr': 1, 'train.dmrg': {}, 'data.0.x': 1}
+    """
+    if isinstance(value, dict) and value:
+        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return {k: v for i, item in enumerate(value) for k, v in _flatten(item, f"{prefix}{i}.").items()}
+    return {prefix[:-1]: value}
+
+
+#: Settings a ``--resume`` may change: more epochs (the LR schedule is then defined over the new total, from the
+#: resume point on), another device, another precision.
+RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.precision")
+
+
+def read_run_config(out: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The saved ``run_config.json`` of ``out`` (``None`` if there is none); unreadable is a :class:`UserError`."""
+    path = Path(out) / RUN_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"--resume: {path} is unreadable ({exc}); it is not a run this tnadapt can resume") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("data"), list):
+        raise UserError(f"--resume: {path} does not hold a run configuration (no 'data' list)")
+    return saved
+
+
 def check_run_config(
     out: str | os.PathLike[str], config: Mapping[str, Any], *, resume: bool, write: bool = True
 ) -> None:
-    """On ``resume`` the saved ``run_config.json`` must equal ``config``; otherwise write it (if ``write``).
-
-    A fresh run refuses a directory that already holds checkpoints (use ``--resume`` or another ``--out``).
+    """On ``resume`` the saved ``run_config.json`` must equal ``config`` but for :data:`RESUMABLE_CHANGES`
+    (``--epochs`` may only grow); with ``write`` it is then rewritten with the new values.  A fresh run writes it
+    (if ``write``) and refuses a directory that already holds checkpoints (use ``--resume`` or another ``--out``).
     """
     path = Path(out) / RUN_CONFIG
     normalised = json.loads(json.dumps(dict(config)))
     if resume:
-        if not path.is_file():
+        saved = read_run_config(out)
+        if saved is None:
             raise UserError(f"--resume: {str(out)!r} holds no run to resume (no {RUN_CONFIG})")
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        diff = sorted(k for k in set(saved) | set(normalised) if saved.get(k) != normalised.get(k))
+        old, new = _flatten(saved), _flatten(normalised)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
         if diff:
             key = diff[0]
             raise UserError(
-                f"--resume: setting {key!r} differs from the saved run ({saved.get(key)!r} saved, "
-                f"{normalised.get(key)!r} now); resume with the same flags"
+                f"--resume: setting {key!r} differs from the saved run ({old.get(key)!r} saved, "
+                f"{new.get(key)!r} now); resume with the same flags (or none: the saved ones are used)"
             )
+        before, after = old.get("train.epochs"), new.get("train.epochs")
+        if isinstance(before, int) and isinstance(after, int) and after < before:
+            raise UserError(
+                f"--epochs {after}: the saved run has {before} epochs; --resume can extend a run, not shorten it"
+            )
+        if write and normalised != saved:
+            write_json(path, normalised)
         return
     if latest_checkpoint(out) is not None:
         raise UserError(

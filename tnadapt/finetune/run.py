@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -17,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..data import DataError, TextDataset, file_sha256, integer_label_notice, load_embedded, load_table
 from .batching import encode
-from .checkpoint import RUN_CONFIG, check_run_config, checkpoint_dir, latest_checkpoint, write_json
+from .checkpoint import RUN_CONFIG, check_run_config, checkpoint_dir, latest_checkpoint, read_run_config, write_json
+from .device import check_precision, resolve_device
 from .errors import UserError, check_int
 from .methods import MethodSpec, attach
 from .model import EMBEDDED_MODEL, TextClassifier, check_max_length, load_encoder
@@ -124,6 +126,7 @@ class RunConfig:
             if value is not None:
                 check_int(f"--{name.replace('_', '-')}", value)
         check_int("--max-length", self.max_length, minimum=8)
+        _ = self.device  # --device / --precision are checked before anything is loaded or written
         self.method.num_tasks = len(self.data)
         if self.method.method == "metatt-4+1d" and len(self.data) < 2:
             raise UserError(
@@ -131,10 +134,19 @@ class RunConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready data; ``train.device`` is the device the run resolves to (``cpu``, ``cuda``)."""
         out = dataclasses.asdict(self)
         out["method"] = self.method.to_dict()
         out["train"].pop("progress", None)
+        out["train"]["device"] = self.device.type
         return out
+
+    @property
+    def device(self) -> torch.device:
+        """Where the run trains (``--device`` resolved; a missing accelerator is a :class:`UserError`)."""
+        device = resolve_device(self.train.device)
+        check_precision(self.train.precision, device)
+        return device
 
     def record(self) -> dict[str, Any]:
         """:meth:`to_dict` plus the SHA-256 of every data file that exists (``data[i]["train_sha256"]``, ...):
@@ -172,6 +184,27 @@ class RunResult:
     @property
     def ratio_to_lora(self) -> float:
         return self.adapter_params / self.lora_reference if self.lora_reference else float("nan")
+
+    @property
+    def rank(self) -> int | None:
+        """The run's TT / LoRA rank (``None`` for TeRA's full Tucker ranks and the linear probe)."""
+        if self.method == "head":
+            return None
+        rank = self.config.get("method", {}).get("rank")
+        return rank if isinstance(rank, int) else None
+
+    def summary(self) -> str:
+        """The ``done:`` line: accuracy, adapter parameters and their ratio to LoRA r=8 on the same layers (the
+        paper's reference, whatever this run's rank), plus the ratio to LoRA at this run's rank when it is not 8."""
+        ratio = (
+            f"{self.adapter_params:,d} = {self.ratio_to_lora:.3f} × LoRA r=8 on the same layers "
+            f"({self.lora_reference:,d})"
+        )
+        rank = self.rank
+        if rank is not None and rank != 8 and self.method != "tera" and self.lora_reference:
+            same = self.lora_reference * rank // 8  # LoRA has r (in + out) entries per layer: linear in r
+            ratio += f", {self.adapter_params / same:.3f} × LoRA r={rank} ({same:,d})"
+        return f"final valid acc {self.final_acc:.4f} (best {self.best_acc:.4f}); adapter params {ratio}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -273,15 +306,9 @@ def _check_resume_data(out: Path, config: RunConfig, record: dict[str, Any]) -> 
     A ``run_config.json`` written before the hashes were recorded has none to compare: the check is skipped and
     the hashes are left out of ``record`` so that the rest of it still compares equal.
     """
-    path = out / RUN_CONFIG
-    if not path.is_file():
+    saved = read_run_config(out)
+    if saved is None:
         return  # check_run_config says there is nothing to resume
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"--resume: {path} is unreadable ({exc}); it is not a run this tnadapt can resume") from None
-    if not isinstance(saved, dict) or not isinstance(saved.get("data"), list):
-        raise UserError(f"--resume: {path} does not hold a run configuration (no 'data' list)")
     for spec, entry, old in zip(config.data, record["data"], saved["data"]):
         for side, file in spec.files().items():
             key = f"{side}_sha256"

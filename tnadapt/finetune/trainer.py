@@ -25,11 +25,12 @@ from torch import nn
 from ..atomic import staged_directory
 from .batching import Encoded, collate, make_batches
 from .checkpoint import checkpoint_dir, latest_checkpoint, mark_complete
+from .device import autocast, check_precision, grad_scaler, resolve_device
 from .errors import MAX_SEED, UserError, check_int
 from .methods import Attached
 from .model import TextClassifier
 
-__all__ = ["EpochRecord", "TrainSettings", "Trainer", "evaluate"]
+__all__ = ["EpochRecord", "TrainSettings", "Trainer", "evaluate", "to_device"]
 
 
 @dataclass
@@ -46,6 +47,10 @@ class TrainSettings:
     seed: int = 0
     dmrg: dict[int, int] = field(default_factory=dict)
     progress: bool = True
+    #: ``auto`` (the accelerator when present), ``cpu``, ``cuda`` or ``mps``: resolved by the :class:`Trainer`.
+    device: str = "auto"
+    #: ``fp32``, ``bf16`` or ``fp16`` (autocast; ``fp16`` with a loss scaler).
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -83,6 +88,11 @@ def _progress(items: Iterable[Any], *, enabled: bool, desc: str, total: int) -> 
     yield from tqdm(items, desc=desc, total=total, leave=False, dynamic_ncols=True, unit="batch")
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Every tensor of ``batch`` on ``device`` (batches are built on the CPU)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def _forward(
     model: TextClassifier, batch: dict[str, torch.Tensor], features: torch.Tensor | None, rows: list[int]
 ) -> torch.Tensor:
@@ -98,17 +108,26 @@ def _forward(
 
 
 @torch.no_grad()
-def _encode_features(model: TextClassifier, data: Encoded, batch_size: int, progress: bool, desc: str) -> torch.Tensor:
-    """Pooled frozen-encoder features of every row (eval mode), ``(len(data), hidden)``."""
+def _encode_features(
+    model: TextClassifier,
+    data: Encoded,
+    batch_size: int,
+    progress: bool,
+    desc: str,
+    device: torch.device,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Pooled frozen-encoder features of every row (eval mode), ``(len(data), hidden)`` float32 on ``device``."""
     model.eval()
     out: torch.Tensor | None = None
     batches = make_batches(data.lengths, batch_size, shuffle=False)
     for rows in _progress(batches, enabled=progress, desc=desc, total=len(batches)):
-        b = collate(data, rows)
-        pooled = model.pooled(b["input_ids"], b["attention_mask"], b.get("token_type_ids"))
+        b = to_device(collate(data, rows), device)
+        with autocast(device, precision):
+            pooled = model.pooled(b["input_ids"], b["attention_mask"], b.get("token_type_ids")).float()
         if out is None:
             out = pooled.new_zeros((len(data), pooled.shape[1]))
-        out[rows] = pooled
+        out[torch.tensor(rows, device=device)] = pooled
     assert out is not None
     return out
 
@@ -122,22 +141,31 @@ def evaluate(
     features: torch.Tensor | None = None,
     progress: bool = False,
     num_tasks: int | None = None,
+    device: torch.device | None = None,
+    precision: str = "fp32",
 ) -> tuple[float, list[float]]:
-    """Accuracy over all rows and per task, in eval mode (no dropout)."""
+    """Accuracy over all rows and per task, in eval mode (no dropout), on ``device`` (default: the model's)."""
     model.eval()
+    device = device or _model_device(model)
     tasks = num_tasks or (max(data.task_ids) + 1)
     correct = [0] * tasks
     count = [0] * tasks
     batches = make_batches(data.lengths, batch_size, shuffle=False)
     for rows in _progress(batches, enabled=progress, desc="eval", total=len(batches)):
-        batch = collate(data, rows) if features is None else _light_batch(data, rows)
-        pred = _forward(model, batch, features, rows).argmax(-1)
+        batch = to_device(collate(data, rows) if features is None else _light_batch(data, rows), device)
+        with autocast(device, precision):
+            pred = _forward(model, batch, features, rows).argmax(-1)
         hits = (pred == batch["labels"]).tolist()
         for t, h in zip(batch["task_ids"].tolist(), hits):
             correct[t] += int(h)
             count[t] += 1
     per_task = [c / n if n else float("nan") for c, n in zip(correct, count)]
     return sum(correct) / max(1, sum(count)), per_task
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _light_batch(data: Encoded, rows: list[int]) -> dict[str, torch.Tensor]:
@@ -209,8 +237,10 @@ class Trainer:
             raise UserError("data: the training and validation sets must both be non-empty")
         if settings.dmrg and not attached.tt_adapters():
             raise UserError(f"--dmrg: rank schedules need a MetaTT adapter, not --adapter {attached.spec.method}")
+        self.device = resolve_device(settings.device)
+        check_precision(settings.precision, self.device)
         self.attached = attached
-        self.model = attached.model
+        self.model = attached.model.to(self.device)
         self.train_data = train
         self.valid_data = valid
         self.settings = settings
@@ -246,10 +276,11 @@ class Trainer:
             return None
         if self._features is None:
             s = self.settings
-            self._features = (
-                _encode_features(self.model, self.train_data, s.eval_batch_size, s.progress, "encode train"),
-                _encode_features(self.model, self.valid_data, s.eval_batch_size, s.progress, "encode valid"),
-            )
+            encoded = [
+                _encode_features(self.model, data, s.eval_batch_size, s.progress, desc, self.device, s.precision)
+                for data, desc in ((self.train_data, "encode train"), (self.valid_data, "encode valid"))
+            ]
+            self._features = (encoded[0], encoded[1])
         return self._features
 
     # ------------------------------------------------------------------ loop
@@ -265,12 +296,16 @@ class Trainer:
             self.log("resume: no complete checkpoint yet; starting from epoch 1")
         if ckpt is not None:
             with _unreadable_checkpoint(ckpt):
-                self.attached.restore(ckpt / "adapter")
+                self.attached.restore(ckpt / "adapter")  # saved on the CPU; cores a truncation rebuilt included
+            self.model.to(self.device)
         opt, lr_sched, rank_sched = self._build_optim()
+        scaler = grad_scaler(self.device, s.precision)
         if ckpt is not None:
             with _unreadable_checkpoint(ckpt):
                 extra = load_training_state(ckpt, opt, scheduler=rank_sched, lr_scheduler=lr_sched)
                 self.history, done = _resumed_history(extra, ckpt)
+                if scaler.is_enabled() and isinstance(extra, dict) and isinstance(extra.get("grad_scaler"), dict):
+                    scaler.load_state_dict(extra["grad_scaler"])
             start = done + 1
             self.log(f"resumed from {ckpt} (epoch {done} done)")
         features = self._head_features()
@@ -287,8 +322,10 @@ class Trainer:
             bar = _progress(batches, enabled=s.progress, desc=desc, total=len(batches))
             for rows in bar:
                 batch = collate(self.train_data, rows) if train_feats is None else _light_batch(self.train_data, rows)
-                logits = _forward(self.model, batch, train_feats, rows)
-                loss = nn.functional.cross_entropy(logits, batch["labels"])
+                batch = to_device(batch, self.device)
+                with autocast(self.device, s.precision):
+                    logits = _forward(self.model, batch, train_feats, rows)
+                loss = nn.functional.cross_entropy(logits.float(), batch["labels"])
                 if not torch.isfinite(loss):
                     again = "try again"
                     if self.out is not None and latest_checkpoint(self.out) is not None:
@@ -297,10 +334,12 @@ class Trainer:
                         f"epoch {epoch}: the loss became {float(loss.detach())}; lower --lr or --alpha and {again}"
                     )
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if s.grad_clip:
+                    scaler.unscale_(opt)
                     nn.utils.clip_grad_norm_(params, s.grad_clip)
-                opt.step()
+                scaler.step(opt)  # a plain opt.step() unless fp16 (then skipped on inf/nan gradients)
+                scaler.update()
                 lr_sched.step()
                 total_loss += float(loss.detach()) * len(rows)
                 seen += len(rows)
@@ -323,6 +362,8 @@ class Trainer:
                 features=valid_feats,
                 progress=s.progress,
                 num_tasks=self.num_tasks,
+                device=self.device,
+                precision=s.precision,
             )
             record = EpochRecord(
                 epoch=epoch,
@@ -338,7 +379,7 @@ class Trainer:
             self.history.append(record)
             self.log(self._summary(record))
             if self.out is not None:
-                self._checkpoint(epoch, opt, lr_sched, rank_sched)
+                self._checkpoint(epoch, opt, lr_sched, rank_sched, scaler)
         return self.history
 
     def _summary(self, r: EpochRecord) -> str:
@@ -356,11 +397,13 @@ class Trainer:
             f" | adapter params {r.adapter_params:,d}{sweep} | {r.seconds:.1f}s"
         )
 
-    def _checkpoint(self, epoch: int, opt: Any, lr_sched: Any, rank_sched: Any) -> None:
+    def _checkpoint(self, epoch: int, opt: Any, lr_sched: Any, rank_sched: Any, scaler: Any) -> None:
         from ..optim import save_training_state
 
         assert self.out is not None
-        extra = {"epoch": epoch, "history": [asdict(r) for r in self.history]}
+        extra: dict[str, Any] = {"epoch": epoch, "history": [asdict(r) for r in self.history]}
+        if scaler.is_enabled():
+            extra["grad_scaler"] = scaler.state_dict()  # fp16: the loss scale and its growth tracker (JSON numbers)
         with staged_directory(checkpoint_dir(self.out, epoch)) as stage:  # the whole epoch appears at once
             self.attached.save(stage / "adapter")
             save_training_state(stage, opt, scheduler=rank_sched, lr_scheduler=lr_sched, extra=extra)
