@@ -200,6 +200,25 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from tnadapt.atomic import write_file
+    from tnadapt.finetune.predict import format_rows, load_run, predict_labels, read_inputs
+
+    fmt = args.format or ("csv" if args.output and args.output.lower().endswith(".csv") else "jsonl")
+    run = load_run(args.run_dir, device=args.device)
+    text_col = args.text_col or run.config.data[0].text_col
+    pair_col = args.pair_col if args.pair_col is not None else run.config.data[0].pair_col
+    texts, pairs = read_inputs(args.input, text_col, pair_col)
+    run.task_index(args.task)  # an unknown --task is refused before the model runs
+    rows = predict_labels(run, texts, pairs, task=args.task, batch_size=args.batch_size, progress=not args.no_progress)
+    text = format_rows(rows, fmt)
+    if args.output:
+        write_file(args.output, text.encode("utf-8"), argument="--output")  # all rows at once, or none
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from tnadapt.finetune.inspection import inspect_path
 
@@ -347,6 +366,32 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_finetune)
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from tnadapt.finetune.device import DEVICES
+    from tnadapt.finetune.predict import FORMATS
+
+    p = sub.add_parser(
+        "predict",
+        help="labels and probabilities from a finished run",
+        description="Predict with a finished finetune run: everything (base model, method and adapter, label map, "
+        "max length, text columns) is read from RUN_DIR. Reads CSV/TSV/JSONL (or stdin with --input -: JSONL when "
+        "its first line starts with '{', else CSV) and writes one row per input, in input order.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out of a finished tnadapt finetune")
+    p.add_argument(
+        "--input", required=True, metavar="FILE", help="texts to label: a .csv/.tsv/.jsonl file, or - for stdin"
+    )
+    p.add_argument("--output", metavar="FILE", help="write here instead of stdout (written whole, atomically)")
+    p.add_argument("--format", choices=FORMATS, help="output format (default: csv for an --output *.csv, else jsonl)")
+    p.add_argument("--text-col", help="text column of the input (default: the run's --text-col)")
+    p.add_argument("--pair-col", help="second text column (default: the run's --pair-col)")
+    p.add_argument("--task", help="which task's head to use in a multi-task run (default: the first)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="texts per forward pass (default: 64)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tnadapt", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     from tnadapt import __version__
@@ -364,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     _add_finetune(sub)
+
+    _add_predict(sub)
 
     ins = sub.add_parser("inspect", help="show a saved run or adapter: config, ranks, params, bond spectra")
     ins.add_argument("dir", help="a run directory (--out of finetune/demo) or an adapter directory")

@@ -18,7 +18,7 @@ import torch
 
 from ..data import TextDataset
 
-__all__ = ["Encoded", "collate", "encode", "make_batches"]
+__all__ = ["Encoded", "collate", "encode", "make_batches", "pad_id", "tokenize"]
 
 #: Shuffled rows are sorted by length inside windows of this many batches ("sortish" batching).
 SORT_WINDOW = 50
@@ -42,6 +42,27 @@ class Encoded:
         return [len(x) for x in self.input_ids]
 
 
+def tokenize(
+    tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int
+) -> tuple[list[list[int]], list[list[int]] | None]:
+    """``(input_ids, token_type_ids or None)`` of ``texts`` (with ``pairs``), truncated to ``max_length`` tokens."""
+    enc = tokenizer(
+        list(texts),
+        None if pairs is None else list(pairs),
+        truncation=True,
+        max_length=int(max_length),
+        padding=False,
+        return_attention_mask=False,
+    )
+    types = list(map(list, enc["token_type_ids"])) if "token_type_ids" in enc else None
+    return list(map(list, enc["input_ids"])), types
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's padding id (0 when it has none: padded positions are masked anyway)."""
+    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+
+
 def encode(tokenizer: Any, datasets: Sequence[TextDataset], max_length: int) -> Encoded:
     """Tokenise every dataset (task ``t`` = ``datasets[t]``), truncating to ``max_length`` tokens."""
     ids: list[list[int]] = []
@@ -49,23 +70,15 @@ def encode(tokenizer: Any, datasets: Sequence[TextDataset], max_length: int) -> 
     labels: list[int] = []
     tasks: list[int] = []
     for t, ds in enumerate(datasets):
-        enc = tokenizer(
-            ds.texts,
-            ds.pairs,
-            truncation=True,
-            max_length=int(max_length),
-            padding=False,
-            return_attention_mask=False,
-        )
-        ids.extend(list(map(list, enc["input_ids"])))
-        if types is not None and "token_type_ids" in enc:
-            types.extend(list(map(list, enc["token_type_ids"])))
+        rows, row_types = tokenize(tokenizer, ds.texts, ds.pairs, max_length)
+        ids.extend(rows)
+        if types is not None and row_types is not None:
+            types.extend(row_types)
         else:
             types = None
         labels.extend(int(y) for y in ds.labels)
         tasks.extend([t] * len(ds))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Encoded(ids, types, labels, tasks, int(pad))
+    return Encoded(ids, types, labels, tasks, pad_id(tokenizer))
 
 
 def make_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0) -> list[list[int]]:

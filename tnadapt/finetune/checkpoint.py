@@ -95,17 +95,18 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.precision")
 
 
-def read_run_config(out: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The saved ``run_config.json`` of ``out`` (``None`` if there is none); unreadable is a :class:`UserError`."""
+def read_run_config(out: str | os.PathLike[str], *, flag: str = "--resume") -> dict[str, Any] | None:
+    """The saved ``run_config.json`` of ``out`` (``None`` if there is none); unreadable is a :class:`UserError`
+    starting with ``flag``."""
     path = Path(out) / RUN_CONFIG
     if not path.is_file():
         return None
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"--resume: {path} is unreadable ({exc}); it is not a run this tnadapt can resume") from None
+        raise UserError(f"{flag}: {path} is unreadable ({exc}); it is not a run this tnadapt can read") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("data"), list):
-        raise UserError(f"--resume: {path} does not hold a run configuration (no 'data' list)")
+        raise UserError(f"{flag}: {path} does not hold a run configuration (no 'data' list)")
     return saved
 
 

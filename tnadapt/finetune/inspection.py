@@ -203,4 +203,18 @@ def inspect_path(path: str | os.PathLike[str]) -> str:
         return "\n\n".join(inspect_path(d) for d in runs)
     adir = _find_adapter_dir(p)
     lines = _tnadapt_report(adir) if (adir / "adapter_config.json").is_file() else _plain_report(adir)
-    return "\n".join(lines + _metrics_report(p))
+    return "\n".join(lines + _labels_report(p) + _metrics_report(p))
+
+
+def _labels_report(path: Path) -> list[str]:
+    """The label map of each task (``run_info.json``): ``labels (task): 0 rotten, 1 fresh``."""
+    file = path / "run_info.json"
+    if not file.is_file():
+        return []
+    try:
+        tasks = json.loads(file.read_text(encoding="utf-8"))["tasks"]
+        return [
+            f"labels ({t['name']}): " + ", ".join(f"{i} {name}" for i, name in enumerate(t["labels"])) for t in tasks
+        ]
+    except (ValueError, KeyError, TypeError):
+        return [f"labels: {file} is unreadable"]

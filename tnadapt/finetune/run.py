@@ -27,9 +27,11 @@ from .methods import MethodSpec, attach
 from .model import EMBEDDED_MODEL, TextClassifier, check_max_length, load_encoder
 from .trainer import EpochRecord, Trainer, TrainSettings
 
-__all__ = ["DataSpec", "RunConfig", "RunResult", "load_task", "run"]
+__all__ = ["RUN_INFO", "DataSpec", "RunConfig", "RunResult", "load_task", "run"]
 
 METRICS = "metrics.json"
+#: What ``tnadapt predict`` needs besides the adapter: the resolved model path and each task's label map.
+RUN_INFO = "run_info.json"
 PLOT = "valid_acc.png"
 ADAPTER_DIR = "adapter"
 
@@ -132,6 +134,19 @@ class RunConfig:
             raise UserError(
                 "--adapter metatt-4+1d: needs at least two tasks (give two --dataset names or --train files)"
             )
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], *, device: str | None = None) -> RunConfig:
+        """The configuration a ``run_config.json`` holds (``device``: run it elsewhere than it was recorded)."""
+        try:
+            data = [DataSpec(**{k: v for k, v in d.items() if not k.endswith("_sha256")}) for d in record["data"]]
+            train = dict(record["train"])
+            if device is not None:
+                train["device"] = device
+            fields = {k: v for k, v in record.items() if k not in ("data", "method", "train")}
+            return cls(data=data, method=MethodSpec(**record["method"]), train=TrainSettings(**train), **fields)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise UserError(f"{RUN_CONFIG}: not a run configuration this tnadapt can read ({exc})") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready data; ``train.device`` is the device the run resolves to (``cpu``, ``cuda``)."""
@@ -260,6 +275,8 @@ def run(
         trainer = Trainer(attached, train, valid, config.train, out=out_path, log=log, task_names=names)
         if out_path is not None:  # inputs are valid: only now does the run directory appear
             check_run_config(out_path, record, resume=resume)
+            labels = [{"name": n, "labels": list(t.label_names)} for n, (t, _) in zip(names, tasks)]
+            write_json(out_path / RUN_INFO, {"model_path": str(model_path.resolve()), "tasks": labels})
         log(
             f"{label}: {len(train)} train / {len(valid)} valid examples ({', '.join(names)}); "
             f"adapter params {attached.adapter_parameters():,d}, head params {attached.head_parameters():,d}"
@@ -335,14 +352,21 @@ def _removed_if_start_fails(out: Path | None) -> Iterator[None]:
     """Remove what a fresh run created under ``out`` when it fails with a :class:`UserError`, or when its loss
     diverges before the first checkpoint (``FloatingPointError``: a failed start too).
 
-    Only the names a run writes are considered (``run_config.json``, ``adapter/``, ``checkpoints/``, metrics, plot),
+    Only the names a run writes are considered (``run_config.json``, ``run_info.json``, ``adapter/``, ``checkpoints/``, metrics, plot),
     and of those only the paths that did not exist before: nothing the directory held before the run is removed.
     """
     if out is None:
         yield
         return
     created_out = not out.exists()
-    owned = [out / RUN_CONFIG, out / ADAPTER_DIR, out / METRICS, out / PLOT, checkpoint_dir(out, 0).parent]
+    owned = [
+        out / RUN_CONFIG,
+        out / RUN_INFO,
+        out / ADAPTER_DIR,
+        out / METRICS,
+        out / PLOT,
+        checkpoint_dir(out, 0).parent,
+    ]
     before = _paths_under(owned)
     try:
         yield
