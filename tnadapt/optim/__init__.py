@@ -3,7 +3,7 @@
 :class:`DMRGRankScheduler` wraps any torch optimizer and applies a rank schedule
 (:mod:`~tnadapt.optim.schedules`) to TT adapters with MetaTT's two-site sweep, resetting
 only the adapters' optimizer state.  :mod:`~tnadapt.optim.checkpoint` saves/loads the
-optimizer and scheduler without pickle, :mod:`~tnadapt.optim.distributed` keeps DDP
+optimizer and scheduler without pickle, :mod:`~tnadapt.optim.distributed` keeps DDP/FSDP2
 ranks in sync, and :mod:`tnadapt.optim.hf` (imported on demand) plugs the scheduler into
 the Hugging Face ``Trainer``.  See ``docs/rank_adaptive.md``.
 
@@ -13,7 +13,7 @@ the Hugging Face ``Trainer``.  See ``docs/rank_adaptive.md``.
 """
 
 from .checkpoint import load_training_state, save_training_state
-from .distributed import rewrap_ddp
+from .distributed import TTCoreSync, prepare_distributed, rewrap_ddp
 from .records import SweepRecord
 from .scheduler import DMRGRankScheduler, NonFiniteCoresError, RankClippedWarning, TTAdapterLike
 from .schedules import (
@@ -39,9 +39,11 @@ __all__ = [
     "SweepRecord",
     "SweepTarget",
     "TTAdapterLike",
+    "TTCoreSync",
     "ToleranceSchedule",
     "as_schedule",
     "load_training_state",
+    "prepare_distributed",
     "reset_state",
     "rewrap_ddp",
     "round_half_up",

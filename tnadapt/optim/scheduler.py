@@ -206,6 +206,7 @@ class DMRGRankScheduler:
         growth_noise = check_float("growth_noise", growth_noise, minimum=0)
         self.optimizer = unwrap_optimizer(optimizer)
         named = _collect_adapters(adapters)
+        _dist.check_replicated_cores(named)  # FSDP-sharded cores cannot be swept: say so before training
         self.adapter_names: tuple[str, ...] = tuple(n for n, _ in named)
         self.adapters: tuple[TTAdapterLike, ...] = tuple(a for _, a in named)
         check_optimizer_holds(
@@ -307,12 +308,18 @@ class DMRGRankScheduler:
         """Run a sweep now (outside the schedule), at the current counter ``t``."""
         if not isinstance(target, SweepTarget):
             target = SweepTarget(ranks=target)  # type: ignore[arg-type]
-        active, rank, _ = _dist.dist_context(self.process_group) if self.distributed is not False else (False, 0, 1)
+        # Under prepare_distributed the sweep's collectives run on its dedicated group (with its timeout).
+        sync = _dist.sync_for(self.adapters) if self.distributed is not False else None
+        group = self.process_group if self.process_group is not None or sync is None else sync.group
+        active, rank, _ = _dist.dist_context(group) if self.distributed is not False else (False, 0, 1)
         if not active:
             records, cores = self._compute(target)
         else:
-            records, cores = self._compute_and_broadcast(target, rank)
+            _dist.check_replicated_cores(list(zip(self.adapter_names, self.adapters)))
+            records, cores = self._compute_and_broadcast(target, rank, group)
         self._apply(records, cores)
+        if sync is not None:
+            sync.refresh()
         return records
 
     # ------------------------------------------------------------------ computation
@@ -400,9 +407,22 @@ class DMRGRankScheduler:
         return record, list(y.cores)
 
     def _compute_and_broadcast(
-        self, target: SweepTarget, rank: int
+        self, target: SweepTarget, rank: int, group: Any
     ) -> tuple[list[SweepRecord], list[list[torch.Tensor] | None]]:
         device = self.adapters[0].cores[0].device
+        hint = (
+            f"every rank must call DMRGRankScheduler.step() at the same {self.unit}s with the same adapters and ranks "
+            "(restore the same checkpoint on every rank)"
+        )
+        what = f"the sweep at {self.unit} {self.t}"
+        fp = _dist.fingerprint(self.t, self.adapters, device=device)
+        if not _dist.compare_fingerprints(fp, group=group, what=what, hint=hint):
+            logger.warning(
+                "%s %d: the TT cores differed across ranks before the sweep (the sweep makes them identical again); "
+                "their gradients are not being averaged: use tnadapt.optim.prepare_distributed or DDP",
+                self.unit,
+                self.t,
+            )
         records: list[SweepRecord] = []
         cores: list[list[torch.Tensor] | None] = []
         payload: dict[str, Any]
@@ -416,7 +436,8 @@ class DMRGRankScheduler:
                 payload = {"error": f"{type(exc).__name__}: {exc}", "non_finite": isinstance(exc, NonFiniteCoresError)}
         else:
             payload = {}
-        payload = _dist.broadcast_json(payload, src=self.src, group=self.process_group, device=device)
+        with _dist.collective_errors(what, hint):
+            payload = _dist.broadcast_json(payload, src=self.src, group=group, device=device)
         if "error" in payload:
             if error is not None:
                 raise error
@@ -434,11 +455,10 @@ class DMRGRankScheduler:
             param = adapter.cores[0]
             work = self._work_dtype(param)
             mine = cores[i] if rank == self.src else None
-            out.append(
-                _dist.broadcast_cores(
-                    mine, shapes, dtype=work, device=param.device, src=self.src, group=self.process_group
+            with _dist.collective_errors(what, hint):
+                out.append(
+                    _dist.broadcast_cores(mine, shapes, dtype=work, device=param.device, src=self.src, group=group)
                 )
-            )
         return records, out
 
     # ------------------------------------------------------------------ writing
