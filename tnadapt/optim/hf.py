@@ -40,6 +40,7 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback
 
+from . import distributed as _dist
 from .records import SweepRecord
 from .scheduler import DMRGRankScheduler, TTAdapterLike
 from .schedules import ScheduleLike
@@ -86,16 +87,28 @@ class DMRGRankCallback(TrainerCallback):
     def _ensure(self, args: Any, model: nn.Module | None, optimizer: Any) -> DMRGRankScheduler:
         if self.scheduler is not None:
             return self.scheduler
-        if getattr(args, "world_size", 1) > 1:
-            raise RuntimeError(
-                "DMRGRankCallback: a multi-process Trainer cannot re-wrap DDP after a rank change; "
-                "use a plain training loop with DMRGRankScheduler and tnadapt.optim.rewrap_ddp"
-            )
         if optimizer is None:
             raise RuntimeError("DMRGRankCallback: the Trainer passed no optimizer to the callback")
         adapters = self.adapters if self.adapters is not None else model
         if adapters is None:
             raise RuntimeError("DMRGRankCallback: no adapters given and the Trainer passed no model")
+        if getattr(args, "world_size", 1) > 1:
+            # Multi-process: the Trainer's loop holds its DDP wrapper in a local variable, so the wrapper can never be
+            # rebuilt after a sweep; the cores must have been kept out of it (prepare_distributed) before train().
+            # Checked here, at on_train_begin, i.e. before the first step.
+            if getattr(args, "deepspeed", None):
+                raise RuntimeError(
+                    "DMRGRankCallback: DeepSpeed is not supported (ZeRO partitions the TT cores into flat buffers "
+                    "of fixed size that a sweep cannot reshape); train with DDP (the Trainer's default for several "
+                    "processes) after tnadapt.optim.prepare_distributed(model), see docs/training_at_scale.md"
+                )
+            if getattr(args, "fsdp", None):
+                raise RuntimeError(
+                    "DMRGRankCallback: the Trainer's FSDP integration shards the TT cores (a sweep cannot reshape a "
+                    "shard); train with DDP after tnadapt.optim.prepare_distributed(model), or write a plain loop with "
+                    "fully_shard(..., ignored_params=sync.ignored_params), see docs/training_at_scale.md"
+                )
+            _dist.require_sync(adapters, who="DMRGRankCallback")
         self.scheduler = DMRGRankScheduler(optimizer, adapters, self.schedule, unit=self.unit, **self.scheduler_kwargs)
         return self.scheduler
 
