@@ -5,6 +5,8 @@
 * :func:`adapter_context`, :func:`disable`, :func:`merge`, :func:`unmerge`,
   :func:`merge_and_unload`, :func:`unwrap` — steering a wrapped model;
 * :func:`save_adapter` / :func:`load_adapter` — safetensors + JSON, no pickle;
+* :func:`save_pretrained` / :func:`load_pretrained` — ``transformers`` models and ``Trainer`` checkpoints
+  (adapter-only by default, :func:`adapter_state_dict`);
 * :func:`lora_factors` / :func:`export_lora` — exact export to (peft) LoRA;
 * :class:`TeRAConfig` + :func:`wrap` — TeRA (frozen random shared Tucker factors, trained vectors);
 * :func:`compress_lora` — LoRA adapter(s) (peft dirs or dicts, one or several tasks) into one MetaTT;
@@ -38,6 +40,7 @@ from .injection import (
     AdaptedLinear,
     AdapterContainer,
     adapted_modules,
+    adapter_state_dict,
     get_adapters,
     get_container,
     is_wrapped,
@@ -47,6 +50,7 @@ from .injection import (
 from .lora_compress import CompressionReport, SliceError, compress_lora, read_lora
 from .lora_export import export_lora, lora_factors
 from .metatt import INIT_ALIASES, METATT_FAMILY, GlobalTTAdapter, build_metatt, lora_num_parameters, parse_init
+from .pretrained import load_pretrained, save_pretrained
 from .serialization import load_adapter, read_adapter_config, save_adapter
 from .targets import QUERY_VALUE_NAMES, TargetInfo, default_target_modules, group_by_shape, layer_index, match_targets
 from .tera import TERA_FAMILY, TeRAAdapter, TeRAConfig, build_tera
@@ -80,6 +84,7 @@ __all__ = [
     "TeRAConfig",
     "adapted_modules",
     "adapter_context",
+    "adapter_state_dict",
     "budget",
     "budget_for_legs",
     "build_metatt",
@@ -95,6 +100,7 @@ __all__ = [
     "is_wrapped",
     "layer_index",
     "load_adapter",
+    "load_pretrained",
     "lora_factors",
     "lora_num_parameters",
     "match_targets",
@@ -107,6 +113,7 @@ __all__ = [
     "register_family",
     "registered_families",
     "save_adapter",
+    "save_pretrained",
     "trainable_parameters",
     "unmerge",
     "unwrap",

@@ -9,6 +9,14 @@ and key.  The wrapper holds a *non-registered* reference to the container and lo
 owner up at call time, so ``state_dict()``, ``parameters()``, ``.to()`` and safetensors see
 each shared tensor exactly once and dtype/device moves just work.
 
+Loading a state dict is rank-agnostic: ``model.load_state_dict(sd)`` first resizes every TT
+owner whose incoming cores have other (valid) shapes to those shapes (the ranks a rank
+scheduler left, see :meth:`AdapterContainer.adopt_ranks`), and a state dict holding only
+the adapter and ``modules_to_save`` tensors (:func:`adapter_state_dict`) loads with
+``strict=True``, leaving the frozen base as it is.  On a ``transformers`` model ``wrap``
+also installs an instance-level ``save_pretrained`` (:func:`tnadapt.nn.save_pretrained`),
+so ``Trainer.save_model`` and Trainer checkpoints write the adapter in tnadapt's format.
+
 >>> import torch
 >>> from torch import nn
 >>> from tnadapt.nn import MetaTTConfig, wrap, get_adapters
@@ -37,6 +45,7 @@ __all__ = [
     "AdaptedLinear",
     "AdapterContainer",
     "adapted_modules",
+    "adapter_state_dict",
     "check_target",
     "get_adapters",
     "get_container",
@@ -79,6 +88,11 @@ class AdapterContainer(nn.Module):
         self.disabled = False
         self.merged: dict[str, int] | None = None
         self.restore: list[tuple[str, str, Any]] = []
+        #: Whether ``save_pretrained`` (hence ``Trainer`` checkpoints) also writes the frozen base weights.
+        self.save_base_weights = False
+        self.hooks: list[Any] = []  # handles of the hooks inject() put on the wrapped model
+        self.skipped_base: frozenset[str] | None = None  # base keys an adapter-only load leaves out
+        self.register_load_state_dict_pre_hook(_container_load_pre_hook)
 
     def owner(self, group: str) -> AdapterOwner:
         """The owner module of shape group ``group``."""
@@ -99,6 +113,31 @@ class AdapterContainer(nn.Module):
                     out[name] = size
         return out
 
+    def is_adapter_key(self, name: str) -> bool:
+        """Whether state-dict key ``name`` of the wrapped model is adapter state (the container's or a
+        ``modules_to_save`` module's), i.e. what an adapter-only checkpoint holds."""
+        return name.startswith(CONTAINER_ATTR + ".") or any(name.startswith(m + ".") for m in self.modules_to_save)
+
+    def adopt_ranks(self, state_dict: Mapping[str, Any], prefix: str = "") -> list[str]:
+        """Resize the TT owners to the core shapes of ``state_dict`` (keys ``prefix + "groups.<g>.cores.<k>"``).
+
+        Called by ``load_state_dict`` before any value is copied, so a checkpoint written after a
+        rank change loads into a model built at the original ranks.  Owners without ``cores`` and
+        ``set_cores`` and groups whose incoming cores have the current shapes (or are absent) are
+        left alone.  Everything is checked first — all cores of a resized group present, 3-D,
+        same mode sizes, chained ranks with boundary ranks 1 — so a malformed core raises
+        ``ValueError`` naming the key and changes nothing.  Returns the resized group names.
+        The optimizer state of resized cores is stale (build or load the optimizer afterwards).
+        """
+        plans: list[tuple[str, Any, list[torch.Tensor]]] = []
+        for gname, owner in self.groups.items():
+            cores = _incoming_cores(owner, state_dict, f"{prefix}groups.{gname}.cores.")
+            if cores is not None:
+                plans.append((gname, owner, cores))
+        for _, owner, cores in plans:
+            owner.set_cores(cores)
+        return [g for g, _, _ in plans]
+
     def forward(self, *args: Any) -> Any:
         """Identity on a single input (so a wrapped ``nn.Sequential``, which calls every child, is unchanged)."""
         if len(args) != 1:
@@ -107,6 +146,105 @@ class AdapterContainer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"family={self.family!r}, targets={len(self.targets)}"
+
+
+def _incoming_cores(owner: nn.Module, state_dict: Mapping[str, Any], base: str) -> list[torch.Tensor] | None:
+    """The incoming cores ``base + k`` of a TT owner if their shapes differ from the owner's (checked), else None."""
+    cores = getattr(owner, "cores", None)
+    if not isinstance(cores, nn.ParameterList) or not callable(getattr(owner, "set_cores", None)):
+        return None
+    keys = [f"{base}{k}" for k in range(len(cores))]
+    given = {k: state_dict[k] for k in keys if k in state_dict}
+    changed = [k for i, k in enumerate(keys) if k in given and getattr(given[k], "shape", None) != cores[i].shape]
+    if not changed:
+        return None
+    first = changed[0]
+    missing = [k for k in keys if k not in given]
+    if missing:
+        raise ValueError(
+            f"state_dict: {first!r} has shape {tuple(getattr(given[first], 'shape', ()))}, not the model's "
+            f"{tuple(cores[keys.index(first)].shape)}; adopting new ranks needs every core of the train, "
+            f"missing {missing}"
+        )
+    out: list[torch.Tensor] = []
+    for i, k in enumerate(keys):
+        value = given[k]
+        if not isinstance(value, torch.Tensor) or value.ndim != 3 or not value.is_floating_point():
+            got = f"shape {tuple(value.shape)}, dtype {value.dtype}" if isinstance(value, torch.Tensor) else type(value)
+            raise ValueError(f"state_dict: {k!r} must be a floating 3-D TT core (r_left, n, r_right), got {got}")
+        n = int(cores[i].shape[1])
+        if int(value.shape[1]) != n:
+            raise ValueError(
+                f"state_dict: {k!r} has shape {tuple(value.shape)}, mode size {int(value.shape[1])}, but the "
+                f"model's core {i} has mode size {n} (the checkpoint was written for other modes)"
+            )
+        left = 1 if i == 0 else int(out[-1].shape[2])
+        if int(value.shape[0]) != left:
+            what = "the boundary rank 1" if i == 0 else f"the right rank {left} of {keys[i - 1]!r}"
+            raise ValueError(
+                f"state_dict: {k!r} has shape {tuple(value.shape)}: its left rank {int(value.shape[0])} "
+                f"does not match {what}"
+            )
+        out.append(value)
+    if int(out[-1].shape[2]) != 1:
+        raise ValueError(
+            f"state_dict: {keys[-1]!r} has shape {tuple(out[-1].shape)}: its right rank must be the boundary rank 1"
+        )
+    return out
+
+
+def _container_load_pre_hook(container: nn.Module, state_dict: Mapping[str, Any], prefix: str, *_: Any) -> None:
+    """``load_state_dict`` pre-hook of the container: adopt the incoming core shapes (ranks)."""
+    if isinstance(container, AdapterContainer):
+        container.adopt_ranks(state_dict, prefix)
+
+
+def _model_load_pre_hook(model: nn.Module, state_dict: Mapping[str, Any], prefix: str, *_: Any) -> None:
+    """``load_state_dict`` pre-hook of a wrapped model, run before any of its tensors is loaded.
+
+    Adopts the incoming ranks (so a malformed core is refused before the base is touched) and
+    notes whether ``state_dict`` is adapter-only (adapter keys, no base key): then the base
+    keys are not reported missing (:func:`_model_load_post_hook`).
+    """
+    container = getattr(model, CONTAINER_ATTR, None)
+    if not isinstance(container, AdapterContainer):
+        return
+    container.skipped_base = None
+    container.adopt_ranks(state_dict, f"{prefix}{CONTAINER_ATTR}.")
+    base, ours = [], False
+    for name in model.state_dict(keep_vars=True):
+        if container.is_adapter_key(name):
+            ours = ours or prefix + name in state_dict
+        elif prefix + name in state_dict:
+            return
+        else:
+            base.append(prefix + name)
+    if ours:
+        container.skipped_base = frozenset(base)
+
+
+def _model_load_post_hook(model: nn.Module, incompatible: Any) -> None:
+    """Drop the frozen base keys from ``missing_keys`` after an adapter-only load (see the pre-hook)."""
+    container = getattr(model, CONTAINER_ATTR, None)
+    if not isinstance(container, AdapterContainer) or container.skipped_base is None:
+        return
+    skipped, container.skipped_base = container.skipped_base, None
+    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if k not in skipped]
+
+
+def adapter_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """The adapter-only part of ``model.state_dict()`` (or of ``state_dict``): the container's tensors and
+    the ``modules_to_save`` tensors, under the model's own key names.
+
+    ``model.load_state_dict(adapter_state_dict(model))`` works with ``strict=True`` on a freshly
+    wrapped copy of the base (whatever ranks it was built with) and leaves its base weights as
+    they are: this is what adapter-only checkpoints hold.
+    """
+    container = get_container(model)
+    source = model.state_dict() if state_dict is None else state_dict
+    return {k: v for k, v in source.items() if container.is_adapter_key(k)}
 
 
 class AdaptedLinear(nn.Module):
@@ -279,6 +417,13 @@ def inject(
     for name in saved:
         model.get_submodule(name).requires_grad_(trainable)
     model.add_module(CONTAINER_ATTR, container)
+    container.hooks = [
+        model.register_load_state_dict_pre_hook(_model_load_pre_hook),
+        model.register_load_state_dict_post_hook(_model_load_post_hook),
+    ]
+    from .pretrained import install_save_pretrained
+
+    install_save_pretrained(model)
     modules = dict(model.named_modules(remove_duplicate=False))
     for name, (g, key) in targets.items():
         wrapper = AdaptedLinear(bases[name], container, g, key)
@@ -323,8 +468,8 @@ def wrap(model: nn.Module, config: AdapterConfig) -> nn.Module:
 
 
 def unload(model: nn.Module) -> nn.Module:
-    """Put the base layers back (at every name a shared layer has) and remove the container, *without*
-    touching the weights."""
+    """Put the base layers back (at every name a shared layer has) and remove the container (and the
+    load hooks and ``save_pretrained`` that :func:`inject` installed), *without* touching the weights."""
     container = get_container(model)
     wrapped = [
         (name, m)
@@ -335,6 +480,12 @@ def unload(model: nn.Module) -> nn.Module:
         replace_module(model, name, layer.base_layer)
     for name, attr, value in container.restore:
         setattr(model.get_submodule(name), attr, value)
+    for handle in container.hooks:
+        handle.remove()
+    container.hooks = []
+    from .pretrained import remove_save_pretrained
+
+    remove_save_pretrained(model)
     delattr(model, CONTAINER_ATTR)
     return model
 

@@ -3,7 +3,10 @@
 ``adapter_config.json`` holds everything needed to rebuild the adapters on a fresh copy of
 the base model: the format version, the ``family``, the user config, and per shape group
 the owner's constructor arguments (with the *current* ranks, which rank-adaptive training
-changes) and the map ``module name -> key``.  ``adapter_model.safetensors`` holds the
+changes) and the map ``module name -> key``.  When the base is a ``transformers`` model the config
+also records where it came from (``base_model_name_or_path``, the model's ``name_or_path``, and
+``base_model_class``, its ``transformers`` class name) for :func:`tnadapt.nn.load_pretrained`;
+both fields are optional (configs without them load as before).  ``adapter_model.safetensors`` holds the
 owners' tensors under ``adapter.<group>.<name>`` and ``modules_to_save`` tensors under
 ``modules_to_save.<module>.<name>``.  A save is all-or-nothing (:mod:`tnadapt.atomic`: the new
 directory version replaces the old one in one step, so a kill at any instant leaves the old
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,7 @@ __all__ = [
     "FORMAT_VERSION",
     "WEIGHTS_NAME",
     "adapter_files",
+    "base_reference",
     "load_adapter",
     "read_adapter_config",
     "read_safetensors",
@@ -68,6 +73,23 @@ def tensor_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str
     """Safetensors bytes of CPU, contiguous, unshared copies of ``tensors``."""
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     return st_save(plain, metadata=dict(metadata))
+
+
+def base_reference(model: nn.Module) -> dict[str, str]:
+    """Where a wrapped ``transformers`` model's base came from: ``base_model_name_or_path`` (its
+    ``name_or_path``, when not empty) and ``base_model_class`` (the first class of its MRO that the
+    ``transformers`` package exports, e.g. ``"BertForSequenceClassification"``); ``{}`` for other models."""
+    out: dict[str, str] = {}
+    name = getattr(model, "name_or_path", None)
+    if isinstance(name, str) and name:
+        out["base_model_name_or_path"] = name
+    transformers = sys.modules.get("transformers")
+    if transformers is not None:
+        for cls in type(model).__mro__:
+            if cls.__module__.startswith("transformers.") and getattr(transformers, cls.__name__, None) is cls:
+                out["base_model_class"] = cls.__name__
+                break
+    return out
 
 
 def adapter_files(model: nn.Module) -> dict[str, bytes]:
@@ -88,6 +110,7 @@ def adapter_files(model: nn.Module) -> dict[str, bytes]:
         "format_version": FORMAT_VERSION,
         "tnadapt_version": __version__,
         "family": container.family,
+        **base_reference(model),
         "config": container.config.to_dict(),
         "groups": groups,
         "modules_to_save": list(container.modules_to_save),
@@ -143,6 +166,9 @@ def _check_structure(path: Path, data: Any) -> None:
     saved = data.get("modules_to_save", [])
     if not isinstance(saved, list) or not all(isinstance(n, str) for n in saved):
         raise _fail(path, f"field 'modules_to_save' must be a list of module names, got {saved!r}")
+    for field in ("base_model_name_or_path", "base_model_class"):
+        if data.get(field) is not None and not isinstance(data[field], str):
+            raise _fail(path, f"field {field!r} must be a string or null, got {kind(data[field])}")
     files = data.get("files", {})
     if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
         raise _fail(path, f"field 'files' must map file names to digests, got {files!r}")
