@@ -79,31 +79,47 @@ def test_step_unit_inside_trainer(tmp_path) -> None:
 
 
 def test_resume_mid_epoch_still_applies_that_epochs_sweep(tmp_path) -> None:
-    """Stock ``resume_from_checkpoint`` at epoch 1.5 (after the epoch-1 sweep): same ranks and losses as one run."""
+    """Stock ``resume_from_checkpoint`` at epoch 1.5 (after the epoch-1 sweep), from the unchanged script (the model
+    built at the original rank 6): same ranks, sweep records and losses as one run.  ``test_hf_checkpoints.py``
+    checks every tensor bit for bit."""
     schedule = {1: 4, 2: 3}
     logged = {"logging_strategy": "steps", "logging_steps": 1}
     model, data = _model_and_data()
-    ref = _trainer(
-        model,
-        data,
-        DMRGRankCallback(schedule, unit="epoch"),
-        tmp_path / "ref",
-        3,
-        save_strategy="steps",
-        save_steps=6,
-        **logged,
-    )
+    ref_cb = DMRGRankCallback(schedule, unit="epoch")
+    ref = _trainer(model, data, ref_cb, tmp_path / "ref", 3, save_strategy="steps", save_steps=6, **logged)
     ref.train()
     ref_losses = [h["loss"] for h in ref.state.log_history if "loss" in h]
     assert get_adapters(model)[0].ranks == (1, 3, 3, 3, 1) and len(ref_losses) == 12
-    # Rebuild the model at the checkpoint's ranks (4 after epoch 1), then let the Trainer restore everything else.
-    model, data = _model_and_data(rank=4)
+    model, data = _model_and_data()  # rank 6, as in the first run: the checkpoint's ranks (4) are adopted on load
     cb = DMRGRankCallback(schedule, unit="epoch")
-    resumed = _trainer(model, data, cb, tmp_path / "resumed", 3, **logged)
+    resumed = _trainer(model, data, cb, tmp_path / "resumed", 3, save_strategy="steps", save_steps=6, **logged)
     resumed.train(resume_from_checkpoint=str(tmp_path / "ref" / "checkpoint-6"))
-    assert [(r.t, r.ranks_after) for r in cb.history] == [(2, (1, 3, 3, 3, 1))]
+    assert [(r.t, r.ranks_after) for r in cb.history] == [(1, (1, 4, 4, 4, 1)), (2, (1, 3, 3, 3, 1))]
+    assert [r.to_dict() for r in cb.history][:1] == [r.to_dict() for r in ref_cb.history][:1]  # restored record
     assert get_adapters(model)[0].ranks == (1, 3, 3, 3, 1)
     assert [h["loss"] for h in resumed.state.log_history if "loss" in h] == ref_losses
+
+
+def test_checkpoint_without_callback_state_counts_on_from_the_trainer_progress(tmp_path) -> None:
+    """A checkpoint an older tnadapt wrote (no ``STATE_KEY`` in trainer_state.json): the counter starts at the
+    completed units, the pending epoch-2 sweep still runs."""
+    import json
+
+    from tnadapt.optim.hf import STATE_KEY
+
+    schedule = {1: 4, 2: 3}
+    model, data = _model_and_data()
+    _trainer(
+        model, data, DMRGRankCallback(schedule, unit="epoch"), tmp_path / "ref", 3, save_strategy="steps", save_steps=6
+    ).train()
+    state_file = tmp_path / "ref" / "checkpoint-6" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"][STATE_KEY]
+    state_file.write_text(json.dumps(state))
+    model, data = _model_and_data()
+    cb = DMRGRankCallback(schedule, unit="epoch")
+    _trainer(model, data, cb, tmp_path / "resumed", 3).train(resume_from_checkpoint=str(state_file.parent))
+    assert [(r.t, r.ranks_after) for r in cb.history] == [(2, (1, 3, 3, 3, 1))]
 
 
 @pytest.mark.parametrize(

@@ -14,16 +14,29 @@ kwargs) and drives it from the Trainer's own counters:
 * ``unit="epoch"`` — at ``on_epoch_end`` with ``t = round(state.epoch)``, i.e. *before*
   the end-of-epoch evaluation, as in the paper.
 
-On a resumed run (``trainer.train(resume_from_checkpoint=...)``) the counter starts at
-the Trainer's restored progress in *completed* units (``global_step``, or
-``floor(state.epoch)`` for a checkpoint written mid-epoch), so the next milestone is still
-applied.
+Saving, reloading and resuming (``docs/rank_adaptive.md``, "Hugging Face Trainer"):
 
-The Trainer's LR scheduler is untouched.  Limits: a multi-process Trainer (DDP) cannot
-be re-wrapped from a callback, so the callback refuses to run with ``world_size > 1``
-(use a plain loop with :func:`tnadapt.optim.rewrap_ddp`); resuming a Trainer checkpoint
-written after a rank change needs the model rebuilt at the saved ranks first
-(``tnadapt.nn.load_adapter``), because the Trainer loads weights into the model as built.
+* ``trainer.save_model(out)`` and every checkpoint go through the wrapped model's
+  ``save_pretrained`` (:func:`tnadapt.nn.save_pretrained`): ``adapter_config.json`` with the
+  *current* ranks + ``adapter_model.safetensors``, and an adapter-only ``model.safetensors``
+  for the Trainer's resume.  Reload with :func:`tnadapt.nn.load_pretrained`.
+* ``trainer.train(resume_from_checkpoint=...)`` from the unchanged script works after any
+  number of sweeps: the Trainer loads the checkpoint with ``model.load_state_dict``, whose
+  pre-hook resizes the cores to the checkpoint's ranks first (before the optimizer is built
+  and ``optimizer.pt`` is loaded), so weights, optimizer state and LR schedule all match.
+* The callback's own state (counter ``t``, :attr:`history`, growth-noise generator) is kept
+  in the Trainer's ``state.stateful_callbacks`` under :data:`STATE_KEY`, so it travels in each
+  checkpoint's ``trainer_state.json`` and is restored at ``on_train_begin`` of a resumed run.
+  A milestone that was due but not yet applied when the checkpoint was written (unit
+  ``"epoch"``, a step checkpoint at the last step of an epoch: the Trainer saves it before
+  ``on_epoch_end``) is applied then, as the uninterrupted run did.  For a checkpoint without
+  that state (older tnadapt) the counter starts at the Trainer's progress in *completed*
+  units (``global_step``, or ``floor(state.epoch)``).
+
+On CPU a resumed run reproduces the uninterrupted one bit for bit, losses, ranks, cores and
+optimizer state (``tests/optim/test_hf_checkpoints.py``).  The Trainer's LR scheduler is
+untouched.  Multi-process Trainer runs (DDP after :func:`tnadapt.optim.prepare_distributed`; what
+is refused and why) are covered in ``docs/training_at_scale.md``.
 
 >>> from tnadapt.optim.hf import DMRGRankCallback
 >>> cb = DMRGRankCallback({2: 4}, unit="epoch")
@@ -33,8 +46,9 @@ True
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
@@ -45,7 +59,12 @@ from .records import SweepRecord
 from .scheduler import DMRGRankScheduler, TTAdapterLike
 from .schedules import ScheduleLike
 
-__all__ = ["DMRGRankCallback"]
+__all__ = ["STATE_KEY", "DMRGRankCallback"]
+
+#: Key of the callback's scheduler state in ``TrainerState.stateful_callbacks`` (``trainer_state.json``).
+#: Not the class name: the Trainer's ``restore_callback_states_from_checkpoint`` rebuilds the callbacks
+#: it finds under their class names from JSON constructor arguments, which a schedule is not.
+STATE_KEY = "tnadapt.DMRGRankCallback"
 
 
 class DMRGRankCallback(TrainerCallback):
@@ -81,7 +100,7 @@ class DMRGRankCallback(TrainerCallback):
 
     @property
     def history(self) -> list[SweepRecord]:
-        """Records of every sweep so far (empty before training)."""
+        """Records of every sweep so far (empty before training; a resumed run restores the earlier ones)."""
         return [] if self.scheduler is None else self.scheduler.history
 
     def _ensure(self, args: Any, model: nn.Module | None, optimizer: Any) -> DMRGRankScheduler:
@@ -112,19 +131,48 @@ class DMRGRankCallback(TrainerCallback):
         self.scheduler = DMRGRankScheduler(optimizer, adapters, self.schedule, unit=self.unit, **self.scheduler_kwargs)
         return self.scheduler
 
+    def _publish(self, state: Any) -> None:
+        """Put the scheduler's state where the Trainer's next checkpoint (``trainer_state.json``) takes it."""
+        if self.scheduler is None:
+            return
+        if not isinstance(getattr(state, "stateful_callbacks", None), dict):
+            state.stateful_callbacks = {}
+        state.stateful_callbacks[STATE_KEY] = self.scheduler.state_dict()
+
+    def _restore(self, sched: DMRGRankScheduler, saved: Any) -> None:
+        """Load the scheduler state a checkpoint carried (ranks and optimizer shapes are checked)."""
+        if not isinstance(saved, Mapping):
+            raise ValueError(
+                f"state.stateful_callbacks[{STATE_KEY!r}]: expected the DMRGRankScheduler state (an object), "
+                f"got {type(saved).__name__}"
+            )
+        saved = dict(saved)
+        # trainer_state.json holds JSON: compare the schedule as JSON too (tuples read back as lists).
+        if saved.get("schedule") == json.loads(json.dumps(sched.schedule.describe())):
+            saved["schedule"] = sched.schedule.describe()
+        sched.load_state_dict(saved)
+
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
         sched = self._ensure(args, model, optimizer)
-        # Resuming a Trainer run: continue counting from the completed units (no sweep now).  A
-        # checkpoint written mid-epoch has a fractional ``state.epoch``: the epoch in progress
-        # has not completed, so floor it (rounding up would skip that epoch's milestone).
-        t = state.global_step if self.unit == "step" else math.floor((state.epoch or 0) + 1e-6)
-        if t > sched.t:
-            sched.t = t
+        # Completed units of a resumed run.  A checkpoint written mid-epoch has a fractional
+        # ``state.epoch``: the epoch in progress has not completed, so floor it (rounding up
+        # would skip that epoch's milestone).
+        done = state.global_step if self.unit == "step" else math.floor((state.epoch or 0) + 1e-6)
+        saved = (getattr(state, "stateful_callbacks", None) or {}).get(STATE_KEY)
+        if saved is not None:  # resuming a checkpoint written by this callback
+            self._restore(sched, saved)
+            if done > sched.t:  # due but not applied yet when the checkpoint was written
+                sched.step(int(done))
+        elif done > sched.t:  # a checkpoint without callback state: count on, no sweep now
+            sched.t = done
+        self._publish(state)
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
         if self.unit == "step":
             self._ensure(args, model, optimizer).step(int(state.global_step))
+            self._publish(state)
 
     def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
         if self.unit == "epoch":
             self._ensure(args, model, optimizer).step(round(state.epoch))
+            self._publish(state)
