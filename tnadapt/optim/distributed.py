@@ -427,15 +427,20 @@ def _check_device(named: Sequence[tuple[str, Any]], backend: str) -> None:
                 )
 
 
-def require_sync(adapters: Sequence[Any], *, who: str) -> TTCoreSync:
-    """The :class:`TTCoreSync` managing every one of ``adapters``, or a ``RuntimeError`` saying what to do."""
-    sync = sync_for(adapters)
-    if sync is None or any(_SYNCS.get(a) is not sync for a in adapters):
+def require_sync(adapters: Any, *, who: str) -> TTCoreSync:
+    """The :class:`TTCoreSync` managing every adapter of ``adapters`` (anything the rank scheduler accepts),
+    or a ``RuntimeError`` saying what to do."""
+    from .scheduler import _collect_adapters
+
+    found = [a for _, a in _collect_adapters(adapters)]
+    sync = sync_for(found)
+    if sync is None or any(_SYNCS.get(a) is not sync for a in found):
         raise RuntimeError(
             f"{who}: under a multi-process run the TT cores must be kept out of the DDP/FSDP wrapper, because a "
             "sweep changes their shapes and a wrapper built by the Trainer cannot be rebuilt: call "
             "tnadapt.optim.prepare_distributed(model) on every rank after torch.distributed is initialised "
-            "(TrainingArguments does it) and before Trainer(model=...)"
+            "(TrainingArguments does it) and before Trainer(model=...); or use a plain training loop with "
+            "tnadapt.optim.rewrap_ddp"
         )
     return sync
 

@@ -410,9 +410,15 @@ class DMRGRankScheduler:
         self, target: SweepTarget, rank: int, group: Any
     ) -> tuple[list[SweepRecord], list[list[torch.Tensor] | None]]:
         device = self.adapters[0].cores[0].device
+        sync = _dist.sync_for(self.adapters)
+        bound = (
+            f"; the collectives time out after {sync.timeout.total_seconds():g}s (prepare_distributed(timeout=...))"
+            if sync is not None and group is sync.group
+            else ""
+        )
         hint = (
             f"every rank must call DMRGRankScheduler.step() at the same {self.unit}s with the same adapters and ranks "
-            "(restore the same checkpoint on every rank)"
+            f"(restore the same checkpoint on every rank){bound}"
         )
         what = f"the sweep at {self.unit} {self.t}"
         fp = _dist.fingerprint(self.t, self.adapters, device=device)
