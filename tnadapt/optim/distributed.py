@@ -432,7 +432,7 @@ def require_sync(adapters: Any, *, who: str) -> TTCoreSync:
     or a ``RuntimeError`` saying what to do."""
     from .scheduler import _collect_adapters
 
-    found = [a for _, a in _collect_adapters(adapters)]
+    found: list[Any] = [a for _, a in _collect_adapters(adapters)]
     sync = sync_for(found)
     if sync is None or any(_SYNCS.get(a) is not sync for a in found):
         raise RuntimeError(
