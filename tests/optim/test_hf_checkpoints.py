@@ -274,3 +274,25 @@ def test_resume_from_an_adapter_only_checkpoint_warns_of_no_missing_keys(step_ru
     finally:
         transformers.utils.logging.disable_propagation()
     assert "keys in the checkpoint" not in caplog.text
+
+
+def test_base_reference_fields_are_optional_and_type_checked(tmp_path) -> None:
+    base_dir = tmp_path / "base"
+    _base().save_pretrained(base_dir)
+    model = wrap(_base(str(base_dir)), MetaTTConfig(target_modules=["query"], rank=2))
+    model.save_pretrained(tmp_path / "a")
+    path = tmp_path / "a" / "adapter_config.json"
+    data = json.loads(path.read_text())
+    older = {k: v for k, v in data.items() if k not in ("base_model_name_or_path", "base_model_class")}
+    path.write_text(json.dumps(older))  # as written before these fields existed: still loads
+    assert get_adapters(load_adapter(_base(str(base_dir)), tmp_path / "a"))[0].ranks == (1, 2, 2, 2, 1)
+    fresh = load_pretrained(tmp_path / "a", transformers.BertForSequenceClassification, base=base_dir)
+    assert get_adapters(fresh)[0].ranks == (1, 2, 2, 2, 1)
+    with pytest.raises(ValueError, match="records no base_model_class"):
+        load_pretrained(tmp_path / "a", base=base_dir)
+    path.write_text(json.dumps({**older, "base_model_name_or_path": 3}))
+    with pytest.raises(ValueError, match="field 'base_model_name_or_path' must be a string or null, got int"):
+        read_adapter_config(tmp_path / "a")
+    path.write_text(json.dumps({**data, "base_model_class": "os"}))
+    with pytest.raises(ValueError, match="does not export as a model class"):
+        load_pretrained(tmp_path / "a")
