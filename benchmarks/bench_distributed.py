@@ -73,7 +73,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def time_sweeps(model: nn.Module, sched: DMRGRankScheduler, target: int, rounds: int, after: Any = None) -> list[float]:
-    adapter = get_adapters(model)[0]
+    adapter: Any = get_adapters(model)[0]
     saved = [c.detach().clone() for c in adapter.cores]
     times = []
     for _ in range(rounds):
@@ -135,14 +135,15 @@ def _worker(rank: int, world: int, port: int, cfg: dict[str, int], out: str) -> 
         kept_sched = DMRGRankScheduler(kept_opt, kept, NEVER, unit="step")
         # DDP owning the cores: every sweep is followed by rewrap_ddp
         owned = build(dim, layers, r)
-        holder = {"ddp": nn.parallel.DistributedDataParallel(owned)}
+        holder: dict[str, nn.Module] = {"ddp": nn.parallel.DistributedDataParallel(owned)}
         owned_opt = _optimizer(owned)
         owned_sched = DMRGRankScheduler(owned_opt, owned, NEVER, unit="step")
         # FSDP2 with the cores ignored
         sharded = build(dim, layers, r)
         sync = prepare_distributed(sharded, timeout=120)
         assert sync is not None
-        for block in sharded.blocks:
+        blocks: Any = sharded.blocks
+        for block in blocks:
             fully_shard(block, ignored_params=sync.ignored_params)
         fully_shard(sharded, ignored_params=sync.ignored_params)
         sharded_opt = _optimizer(sharded)
