@@ -9,6 +9,7 @@ blocks the suite.  A worker's exception fails the test with the worker's traceba
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -46,6 +47,10 @@ def _entry(rank: int, fn: Callable[..., None], world: int, port: int, args: tupl
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     try:
         fn(rank, world, *args)
+        # Nobody tears down its groups while a peer still has work in flight, and no tnadapt group (kept alive by an
+        # adapter's TTCoreSync) outlives destroy_process_group into interpreter finalisation.
+        dist.barrier()
+        gc.collect()
     finally:
         dist.destroy_process_group()
 
