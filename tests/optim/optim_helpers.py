@@ -144,3 +144,20 @@ def dense_tt_svd(tensor: torch.Tensor, ranks: Sequence[int]) -> tuple[list[float
         c = s[:rk, None] * vh[:rk]
         r = rk
     return tails, spectra
+
+
+def tiny_bert_config(**overrides: object) -> object:
+    """The tiny 2-layer, 16-wide ``BertConfig`` (vocabulary 40, 2 labels) of the Trainer tests."""
+    import transformers
+
+    fields: dict[str, object] = {
+        "vocab_size": 40,
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "max_position_embeddings": 16,
+        "num_labels": 2,
+    }
+    fields.update(overrides)
+    return transformers.BertConfig(**fields)

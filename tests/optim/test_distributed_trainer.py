@@ -19,6 +19,8 @@ from distributed_helpers import flat_cores, gather_equal, run_workers
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
+from optim_helpers import tiny_bert_config  # noqa: E402
+
 from tnadapt.nn import MetaTTConfig, get_adapters, wrap  # noqa: E402
 from tnadapt.optim import prepare_distributed  # noqa: E402
 from tnadapt.optim.hf import DMRGRankCallback  # noqa: E402
@@ -28,17 +30,7 @@ SCHEDULE = {2: 4, 4: 3}
 
 def _model_and_data(rank: int = 6):
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    config = tiny_bert_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     model = transformers.BertForSequenceClassification(config)
     cfg = MetaTTConfig(target_modules=["query", "value"], rank=rank, seed=0, modules_to_save=["classifier"])
     model = wrap(model, cfg)

@@ -9,21 +9,15 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from optim_helpers import tiny_bert_config  # noqa: E402
+
 from tnadapt.nn import MetaTTConfig, get_adapters, wrap  # noqa: E402
 from tnadapt.optim.hf import DMRGRankCallback  # noqa: E402
 
 
 def _model_and_data(n: int = 16, rank: int = 6):
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
+    config = tiny_bert_config()
     model = transformers.BertForSequenceClassification(config)
     model = wrap(model, MetaTTConfig(target_modules=["query", "value"], rank=rank, init="ze-no-no-no", seed=0))
     g = torch.Generator().manual_seed(1)

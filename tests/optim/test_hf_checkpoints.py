@@ -16,6 +16,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from optim_helpers import tiny_bert_config  # noqa: E402
+
 from tnadapt.nn import (  # noqa: E402
     MetaTTConfig,
     adapter_state_dict,
@@ -32,15 +34,7 @@ STEPS_PER_EPOCH = 4  # 16 samples, batch 4
 
 
 def _config():
-    return transformers.BertConfig(
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
+    return tiny_bert_config()
 
 
 def _base(base_dir: str | None = None):
