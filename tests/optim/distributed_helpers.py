@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -53,6 +54,11 @@ def _entry(rank: int, fn: Callable[..., None], world: int, port: int, args: tupl
         gc.collect()
     finally:
         dist.destroy_process_group()
+    # A worker that got here succeeded: leave without interpreter finalisation, where gloo's background threads
+    # were once seen to abort the process ("terminate called without an active exception") after all work was done.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_workers(fn: Callable[..., None], *args: Any, world: int = 2, timeout: float = 90.0) -> float:
