@@ -80,6 +80,7 @@ DEFAULT_LR = {"head": 1e-2, "tera": 1e-2}
 #: The defaults of ``finetune``'s run-defining flags.  The parser leaves a flag that was not given out of the
 #: namespace, so that ``--resume`` can fill it from the saved run instead (only what differs needs repeating).
 FINETUNE_DEFAULTS: dict[str, object] = {
+    "task": "classification",
     "model": "embedded",
     "dataset": None,
     "train": None,
@@ -112,6 +113,7 @@ def saved_flags(record: dict[str, Any]) -> dict[str, object]:
     data = record.get("data") or []
     method, train = record.get("method") or {}, record.get("train") or {}
     flags: dict[str, object] = {
+        "task": record.get("task", "classification"),
         "model": record.get("model"),
         "train_size": record.get("train_size"),
         "valid_size": record.get("valid_size"),
@@ -170,6 +172,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         data = [DataSpec(dataset=name) for name in (v["dataset"] or ["rt-polarity"])]
     adapter = v["adapter"]
     config = RunConfig(
+        task=v["task"],
         data=data,
         model=v["model"],
         method=MethodSpec(
@@ -202,15 +205,28 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from tnadapt.atomic import write_file
-    from tnadapt.finetune.predict import format_rows, load_run, predict_labels, read_inputs
+    from tnadapt.finetune import UserError
+    from tnadapt.finetune.predict import format_rows, generate, load_run, predict_labels, read_inputs
 
     fmt = args.format or ("csv" if args.output and args.output.lower().endswith(".csv") else "jsonl")
     run = load_run(args.run_dir, device=args.device)
     text_col = args.text_col or run.config.data[0].text_col
-    pair_col = args.pair_col if args.pair_col is not None else run.config.data[0].pair_col
-    texts, pairs = read_inputs(args.input, text_col, pair_col)
-    run.task_index(args.task)  # an unknown --task is refused before the model runs
-    rows = predict_labels(run, texts, pairs, task=args.task, batch_size=args.batch_size, progress=not args.no_progress)
+    if run.config.task == "lm":
+        if args.task is not None:
+            raise UserError("--task: a language-model run has no tasks to choose from")
+        if args.pair_col is not None:
+            raise UserError("--pair-col: a language-model run continues one text column (--text-col)")
+        prompts, _ = read_inputs(args.input, text_col, None, plain_stdin=True)
+        rows = generate(
+            run, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.no_progress
+        )
+    else:
+        pair_col = args.pair_col if args.pair_col is not None else run.config.data[0].pair_col
+        texts, pairs = read_inputs(args.input, text_col, pair_col)
+        run.task_index(args.task)  # an unknown --task is refused before the model runs
+        rows = predict_labels(
+            run, texts, pairs, task=args.task, batch_size=args.batch_size, progress=not args.no_progress
+        )
     text = format_rows(rows, fmt)
     if args.output:
         write_file(args.output, text.encode("utf-8"), argument="--output")  # all rows at once, or none
@@ -297,6 +313,7 @@ def _positive_float(text: str) -> float:
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
     from tnadapt.finetune.device import DEVICES, PRECISIONS
     from tnadapt.finetune.methods import METHODS
+    from tnadapt.finetune.run import TASKS
 
     d = FINETUNE_DEFAULTS
     p = sub.add_parser(
@@ -309,6 +326,13 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         argument_default=argparse.SUPPRESS,  # a flag not given is absent: --resume fills it from the saved run
     )
     g = p.add_argument_group("model and data")
+    g.add_argument(
+        "--task",
+        choices=TASKS,
+        help="classification (an encoder, a head per task) or lm (next-token fine-tuning of a local causal LM: "
+        "GPT-2, Llama, ...; --train/--valid .txt with one example per line, or .jsonl/.csv with a --text-col) "
+        f"(default: {d['task']})",
+    )
     g.add_argument("--model", help=f"local model directory (default: {d['model']}, the all-MiniLM-L6-v2 package)")
     g.add_argument("--dataset", nargs="+", metavar="NAME", help="embedded dataset(s): rt-polarity, rt-subjectivity")
     g.add_argument("--train", nargs="+", metavar="FILE", help="training file(s) .csv/.tsv/.jsonl, one per task")
@@ -372,10 +396,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "predict",
-        help="labels and probabilities from a finished run",
+        help="labels and probabilities (or LM continuations) from a finished run",
         description="Predict with a finished finetune run: everything (base model, method and adapter, label map, "
         "max length, text columns) is read from RUN_DIR. Reads CSV/TSV/JSONL (or stdin with --input -: JSONL when "
-        "its first line starts with '{', else CSV) and writes one row per input, in input order.",
+        "its first line starts with '{', else CSV) and writes one row per input, in input order. For a --task lm "
+        "run the inputs are prompts (also .txt, one per line; stdin that is not JSONL is read as plain lines) and "
+        "each row is its greedy continuation.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out of a finished tnadapt finetune")
     p.add_argument(
@@ -386,6 +412,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-col", help="text column of the input (default: the run's --text-col)")
     p.add_argument("--pair-col", help="second text column (default: the run's --pair-col)")
     p.add_argument("--task", help="which task's head to use in a multi-task run (default: the first)")
+    p.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=32,
+        help="LM runs: tokens to generate per prompt, greedy, stopping at end-of-text (default: 32)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64, help="texts per forward pass (default: 64)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -18,8 +18,20 @@ import torch
 
 from ..data import TextDataset
 
-__all__ = ["Encoded", "collate", "encode", "make_batches", "pad_id", "tokenize"]
+__all__ = [
+    "IGNORE_INDEX",
+    "Encoded",
+    "collate",
+    "encode",
+    "encode_lm",
+    "lm_labels",
+    "make_batches",
+    "pad_id",
+    "tokenize",
+]
 
+#: Label of a position the next-token loss skips (padding): the ``ignore_index`` of cross-entropy.
+IGNORE_INDEX = -100
 #: Shuffled rows are sorted by length inside windows of this many batches ("sortish" batching).
 SORT_WINDOW = 50
 
@@ -79,6 +91,24 @@ def encode(tokenizer: Any, datasets: Sequence[TextDataset], max_length: int) -> 
         labels.extend(int(y) for y in ds.labels)
         tasks.extend([t] * len(ds))
     return Encoded(ids, types, labels, tasks, pad_id(tokenizer))
+
+
+def encode_lm(tokenizer: Any, texts: Sequence[str], max_length: int) -> Encoded:
+    """Token ids of language-modelling ``texts`` (one example each), truncated to ``max_length`` tokens.
+
+    An example that fits gets the tokenizer's end-of-text token appended (so the model learns where a text ends,
+    and generation can stop there); a truncated one does not (its text goes on).
+    """
+    rows, _ = tokenize(tokenizer, texts, None, max_length)
+    eos = tokenizer.eos_token_id
+    if eos is not None:
+        rows = [[*row, int(eos)] if len(row) < max_length and (not row or row[-1] != eos) else row for row in rows]
+    return Encoded(rows, None, [0] * len(rows), [0] * len(rows), pad_id(tokenizer))
+
+
+def lm_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token targets of a collated LM batch: the input ids with padding set to :data:`IGNORE_INDEX`."""
+    return batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
 
 
 def make_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0) -> list[list[int]]:

@@ -123,7 +123,7 @@ def check_run_config(
         saved = read_run_config(out)
         if saved is None:
             raise UserError(f"--resume: {str(out)!r} holds no run to resume (no {RUN_CONFIG})")
-        old, new = _flatten(saved), _flatten(normalised)
+        old, new = _flatten({"task": "classification", **saved}), _flatten(normalised)  # before --task: classifiers
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
         if diff:
             key = diff[0]

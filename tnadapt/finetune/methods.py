@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .errors import MAX_SEED, UserError, check_int
-from .model import TextClassifier
+from .model import CausalLM, TextClassifier
 
 if TYPE_CHECKING:
     from ..nn import AdapterOwner, TargetInfo
@@ -92,7 +92,7 @@ class MethodSpec:
 class Attached:
     """A classifier with its method attached: what trains, how many adapter parameters, how to save/restore."""
 
-    model: TextClassifier
+    model: TextClassifier | CausalLM
     spec: MethodSpec
     lora_reference: int
     targets: list[str]  # the adapted Linear names: spec.targets, or the model's q/v projections when None
@@ -181,7 +181,14 @@ def lora_reference_params(model: nn.Module, targets: Sequence[str], rank: int = 
     return sum(rank * (t.in_features + t.out_features) for t in match_targets(model, list(targets)))
 
 
-def _metatt_config(spec: MethodSpec, targets: list[str], num_heads: int | None, num_tasks: int) -> Any:
+def _saved_modules(model: TextClassifier | CausalLM) -> list[str]:
+    """``modules_to_save`` of the wrap: the heads, when the model has any (a causal LM has none)."""
+    return [HEAD_MODULE] if len(model.heads) else []
+
+
+def _metatt_config(
+    spec: MethodSpec, targets: list[str], num_heads: int | None, num_tasks: int, saved: list[str]
+) -> Any:
     from ..nn import MetaTTConfig
 
     preset = spec.method
@@ -192,7 +199,7 @@ def _metatt_config(spec: MethodSpec, targets: list[str], num_heads: int | None, 
         kwargs["mode_sizes"] = {"task": num_tasks}
     return MetaTTConfig(
         target_modules=targets,
-        modules_to_save=[HEAD_MODULE],
+        modules_to_save=saved,
         preset=preset,
         rank=cast(int, spec.rank),  # __post_init__ gives every method but tera/head a rank
         alpha=spec.resolved_alpha,
@@ -202,7 +209,7 @@ def _metatt_config(spec: MethodSpec, targets: list[str], num_heads: int | None, 
     )
 
 
-def _family_config(spec: MethodSpec, targets: list[str]) -> Any:
+def _family_config(spec: MethodSpec, targets: list[str], saved: list[str]) -> Any:
     """Config of a registered non-MetaTT family (``tera``), filled from the spec fields it declares.
 
     For TeRA, ``rank`` is the Tucker rank of every mode (``None``: the family's default, ``R_n = I_n``).
@@ -217,7 +224,7 @@ def _family_config(spec: MethodSpec, targets: list[str]) -> Any:
         )
     cls = families[spec.method].config_cls
     names = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {"target_modules": targets, "modules_to_save": [HEAD_MODULE]}
+    values: dict[str, Any] = {"target_modules": targets, "modules_to_save": saved}
     for key, value in (("rank", spec.rank), ("alpha", spec.resolved_alpha), ("seed", spec.seed), ("init", spec.init)):
         if key in names and value is not None:
             values[key] = value
@@ -243,7 +250,7 @@ def _check_tucker_rank(config: Any, rank: int | None, found: Sequence[TargetInfo
         )
 
 
-def _attach_lora(model: TextClassifier, spec: MethodSpec, targets: list[str]) -> None:
+def _attach_lora(model: TextClassifier | CausalLM, spec: MethodSpec, targets: list[str]) -> None:
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
@@ -264,10 +271,18 @@ def _attach_lora(model: TextClassifier, spec: MethodSpec, targets: list[str]) ->
         p.requires_grad_("lora_" in name)
 
 
-def attach(model: TextClassifier, spec: MethodSpec) -> Attached:
-    """Freeze the encoder, attach ``spec.method``, set the heads' ``requires_grad``; returns :class:`Attached`."""
+def attach(model: TextClassifier | CausalLM, spec: MethodSpec) -> Attached:
+    """Freeze the encoder, attach ``spec.method``, set the heads' ``requires_grad``; returns :class:`Attached`.
+
+    A :class:`~tnadapt.finetune.model.CausalLM` has no heads: only the adapter trains, so ``--adapter head`` is
+    refused for it."""
     from ..nn import default_target_modules, match_targets, wrap
 
+    if isinstance(model, CausalLM) and spec.method == "head":
+        raise UserError(
+            "--adapter head: a causal language model has no head to train (--task lm trains an adapter only); "
+            "choose another --adapter, e.g. metatt-4d or lora"
+        )
     try:
         targets = list(spec.targets) if spec.targets is not None else default_target_modules(model.encoder)
         found = match_targets(model.encoder, targets)
@@ -285,11 +300,11 @@ def attach(model: TextClassifier, spec: MethodSpec) -> Attached:
     if spec.method in METATT_METHODS:
         heads = getattr(model.encoder.config, "num_attention_heads", None)
         try:
-            wrap(model, _metatt_config(spec, targets, heads, len(model.heads)))
+            wrap(model, _metatt_config(spec, targets, heads, len(model.heads), _saved_modules(model)))
         except ValueError as exc:
             raise UserError(f"--adapter {spec.method} --rank {spec.rank}: {exc}") from None
     elif spec.method == "tera":
-        config = _family_config(spec, targets)
+        config = _family_config(spec, targets, _saved_modules(model))
         _check_tucker_rank(config, spec.rank, found)
         try:
             wrap(model, config)

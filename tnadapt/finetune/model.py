@@ -32,9 +32,11 @@ from .errors import UserError
 __all__ = [
     "EMBEDDED_MODEL",
     "PAD_LOGIT",
+    "CausalLM",
     "TextClassifier",
     "check_max_length",
     "embedded_model_dir",
+    "load_causal_lm",
     "load_encoder",
     "max_input_length",
     "offline_environment",
@@ -121,6 +123,65 @@ def load_encoder(model: str | os.PathLike[str] | None = None) -> tuple[nn.Module
     if not hasattr(encoder.config, "hidden_size"):
         raise UserError(f"--model: {str(path)!r} has no hidden_size in its config; expected a transformer encoder")
     return encoder.float().eval(), tokenizer, path
+
+
+def _load_config(path: Path, transformers: Any) -> Any:
+    try:
+        return transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--model: {str(path)!r} could not be loaded as a Hugging Face model ({first})") from None
+
+
+def _check_causal(config: Any, path: Path) -> None:
+    """Refuse a model that is not a decoder: its ``model_type`` must have a causal-LM class in transformers, and its
+    saved ``architectures`` (when recorded) one of those classes.  BERT-style encoders have a causal-LM class too
+    (``BertLMHeadModel``, a decoder only with ``is_decoder=True``): one saved as ``BertModel`` is an encoder."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", None)
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    archs = [a for a in (getattr(config, "architectures", None) or []) if isinstance(a, str)]
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        if archs and any(a in causal for a in archs):
+            return
+        if not archs and (kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES or getattr(config, "is_decoder", False)):
+            return
+    saved = f" saved as {', '.join(archs)}" if archs else ""
+    raise UserError(
+        f"--task lm: the model {str(path)!r} (model_type {kind!r}{saved}) is not a causal language model; "
+        "give a decoder such as GPT-2 or Llama (an encoder like BERT is fine-tuned with the default --task "
+        "classification)"
+    )
+
+
+def load_causal_lm(model: str | os.PathLike[str] | None = None) -> tuple[nn.Module, Any, Path]:
+    """``(lm, tokenizer, path)`` of a local decoder (``AutoModelForCausalLM``, float32, eval mode, safetensors only).
+
+    An encoder-only model (BERT, the embedded MiniLM, ...) is a one-line :class:`UserError`.  A tokenizer without a
+    padding token gets its end-of-text token as one (padding is masked out of the loss anyway).
+    """
+    path = resolve_model_path(model)
+    _check_no_pickle_only(path)
+    transformers = _quiet_transformers()
+    _check_causal(_load_config(path, transformers), path)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        lm = transformers.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--model: {str(path)!r} could not be loaded as a Hugging Face model ({first})") from None
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise UserError(
+                f"--model: the tokenizer of {str(path)!r} has neither a padding nor an end-of-text token; "
+                "set eos_token in its tokenizer_config.json"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    return lm.float().eval(), tokenizer, path
 
 
 def max_input_length(encoder: nn.Module, tokenizer: Any) -> tuple[int, str] | None:
@@ -226,3 +287,22 @@ class TextClassifier(nn.Module):
                 raise UserError("task_ids: this model has a per-task adapter (metatt-4+1d); pass task ids")
             return adapter_context(self, task=task_ids)
         return contextlib.nullcontext()
+
+
+class CausalLM(nn.Module):
+    """A decoder language model (``encoder``: the ``AutoModelForCausalLM``, frozen) with no heads.
+
+    ``forward(input_ids, attention_mask)`` returns the next-token logits ``(batch, length, vocab)``.  ``heads`` is an
+    empty :class:`~torch.nn.ModuleList` and ``num_labels`` empty, so code written for :class:`TextClassifier`
+    (freezing, counting head parameters) works unchanged; the attribute is called ``encoder`` for the same reason.
+    """
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.encoder = lm
+        self.heads = nn.ModuleList()
+        self.num_labels: list[int] = []
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> torch.Tensor:
+        logits: torch.Tensor = self.encoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return logits

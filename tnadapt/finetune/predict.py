@@ -3,7 +3,8 @@
 Everything comes from the run directory: ``run_config.json`` (method, rank, targets, max length, text columns),
 ``run_info.json`` (the resolved base-model path and each task's label map) and ``adapter/`` (the trained adapter
 and heads).  Texts are read from a CSV/TSV/JSONL file or stdin, batched by length, and the rows come back in input
-order as JSONL or CSV.
+order as JSONL or CSV.  A ``--task lm`` run generates a greedy continuation of each prompt instead
+(:func:`generate`: batched, left-padded, ``{"prompt": ..., "continuation": ...}`` rows).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from .batching import Encoded, collate, make_batches, pad_id, tokenize
 from .checkpoint import read_run_config
 from .errors import UserError
 from .methods import Attached, attach
-from .model import TextClassifier, load_encoder
+from .model import CausalLM, TextClassifier, load_causal_lm, load_encoder, max_input_length
 from .run import ADAPTER_DIR, RUN_INFO, RunConfig
 from .trainer import _progress, to_device
 
-__all__ = ["FORMATS", "LoadedRun", "format_rows", "load_run", "predict_labels", "read_inputs"]
+__all__ = ["FORMATS", "LoadedRun", "format_rows", "generate", "load_run", "predict_labels", "read_inputs"]
 
 #: Output formats of ``tnadapt predict``.
 FORMATS = ("jsonl", "csv")
@@ -83,8 +84,13 @@ def load_run(directory: str | os.PathLike[str], *, device: str = "auto") -> Load
     if saved is None:
         raise UserError(f"predict: {str(root)!r} has no run_config.json; it is not a tnadapt run")
     config = RunConfig.from_record(saved, device=device)
-    encoder, tokenizer, _ = load_encoder(info["model_path"])
-    model = TextClassifier(encoder, [len(t["labels"]) for t in info["tasks"]], seed=config.method.seed)
+    model: TextClassifier | CausalLM
+    if config.task == "lm":
+        lm, tokenizer, _ = load_causal_lm(info["model_path"])
+        model = CausalLM(lm)
+    else:
+        encoder, tokenizer, _ = load_encoder(info["model_path"])
+        model = TextClassifier(encoder, [len(t["labels"]) for t in info["tasks"]], seed=config.method.seed)
     attached = attach(model, config.method)
     try:
         attached.restore(root / ADAPTER_DIR)
@@ -96,12 +102,21 @@ def load_run(directory: str | os.PathLike[str], *, device: str = "auto") -> Load
 
 
 def read_inputs(
-    source: str, text_col: str, pair_col: str | None, stdin: IO[str] | None = None
+    source: str, text_col: str, pair_col: str | None, stdin: IO[str] | None = None, *, plain_stdin: bool = False
 ) -> tuple[list[str], list[str] | None]:
-    """``(texts, pairs)`` of ``--input`` (a file, or ``-`` for stdin); a wrong column is one :class:`UserError`."""
+    """``(texts, pairs)`` of ``--input`` (a file, or ``-`` for stdin); a wrong column is one :class:`UserError`.
+
+    Stdin is JSONL when its first line starts with ``{``, else CSV, or with ``plain_stdin`` (LM prompts) plain
+    lines, one text each."""
     try:
         if source == "-":
-            return load_texts("<stdin>", text_col=text_col, pair_col=pair_col, stream=stdin or sys.stdin)
+            stream = stdin or sys.stdin
+            if plain_stdin:
+                text = stream.read()
+                first = next((line for line in text.splitlines() if line.strip()), "")
+                kind = ".jsonl" if first.lstrip().startswith("{") else ".txt"
+                return load_texts("<stdin>", text_col=text_col, stream=io.StringIO(text), kind=kind)
+            return load_texts("<stdin>", text_col=text_col, pair_col=pair_col, stream=stream)
         return load_texts(source, text_col=text_col, pair_col=pair_col)
     except DataError as exc:
         hint = " (pass --text-col/--pair-col to read other columns)" if "no column" in str(exc) else ""
@@ -141,6 +156,61 @@ def predict_labels(
         row["probabilities"] = {n: round(v, 6) for n, v in zip(names, p)}
         out.append(row)
     return out
+
+
+@torch.no_grad()
+def generate(
+    run: LoadedRun,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """One ``{"prompt", "continuation"}`` per prompt, in input order: greedy decoding of the run's LM with its
+    adapter, ``max_new_tokens`` at most (stopping at the end-of-text token), prompts batched by length and padded
+    on the left.  A prompt longer than ``--max-length`` (or than the model's positions less ``max_new_tokens``)
+    keeps its last tokens."""
+    if run.config.task != "lm":
+        raise UserError("predict: this run is a classifier; continuations need a --task lm run")
+    lm: Any = run.attached.model.encoder
+    tok = run.tokenizer
+    keep = run.config.max_length
+    limit = max_input_length(lm, tok)
+    if limit is not None:
+        if max_new_tokens >= limit[0]:
+            raise UserError(
+                f"--max-new-tokens {max_new_tokens}: the model accepts at most {limit[0]} tokens ({limit[1]}), "
+                "prompt included; ask for fewer"
+            )
+        keep = min(keep, limit[0] - max_new_tokens)
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    ids = [row[-keep:] if row else [int(start)] for row in tok(list(prompts), add_special_tokens=True)["input_ids"]]
+    pad, eos = pad_id(tok), tok.eos_token_id
+    out: list[str] = [""] * len(ids)
+    batches = make_batches([len(r) for r in ids], batch_size, shuffle=False)
+    for rows in _progress(batches, enabled=progress, desc="generate", total=len(batches)):
+        width = max(len(ids[i]) for i in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, i in enumerate(rows):
+            input_ids[j, width - len(ids[i]) :] = torch.tensor(ids[i], dtype=torch.long)
+            mask[j, width - len(ids[i]) :] = 1
+        generated = lm.generate(
+            input_ids=input_ids.to(run.device),
+            attention_mask=mask.to(run.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=pad,
+            eos_token_id=eos,
+        )
+        for j, i in enumerate(rows):
+            new = generated[j, width:].tolist()
+            if eos is not None and eos in new:
+                new = new[: new.index(eos)]
+            out[i] = tok.decode(new, skip_special_tokens=True).strip()
+    return [{"prompt": p, "continuation": c} for p, c in zip(prompts, out)]
 
 
 def format_rows(rows: Sequence[dict[str, Any]], fmt: str) -> str:

@@ -18,16 +18,19 @@ from typing import Any
 
 import torch
 
-from ..data import DataError, TextDataset, file_sha256, integer_label_notice, load_embedded, load_table
-from .batching import encode
+from ..data import DataError, TextDataset, file_sha256, integer_label_notice, load_embedded, load_table, load_texts
+from .batching import Encoded, encode, encode_lm
 from .checkpoint import RUN_CONFIG, check_run_config, checkpoint_dir, latest_checkpoint, read_run_config, write_json
 from .device import check_precision, resolve_device
 from .errors import UserError, check_int
-from .methods import MethodSpec, attach
-from .model import EMBEDDED_MODEL, TextClassifier, check_max_length, load_encoder
+from .methods import Attached, MethodSpec, attach
+from .model import EMBEDDED_MODEL, CausalLM, TextClassifier, check_max_length, load_causal_lm, load_encoder
 from .trainer import EpochRecord, Trainer, TrainSettings
 
-__all__ = ["RUN_INFO", "DataSpec", "RunConfig", "RunResult", "load_task", "run"]
+__all__ = ["RUN_INFO", "TASKS", "DataSpec", "RunConfig", "RunResult", "load_lm_texts", "load_task", "run"]
+
+#: ``--task``: sequence classification (an encoder with a head per task) or causal language modelling (a decoder).
+TASKS = ("classification", "lm")
 
 METRICS = "metrics.json"
 #: What ``tnadapt predict`` needs besides the adapter: the resolved model path and each task's label map.
@@ -109,6 +112,26 @@ def load_task(
         raise UserError(message) from None
 
 
+def load_lm_texts(
+    spec: DataSpec, train_size: int | None, valid_size: int | None, data_seed: int = 0
+) -> tuple[TextDataset, TextDataset]:
+    """``(train, valid)`` texts of a language-modelling task (labels all 0), each subsampled like :func:`load_task`.
+
+    A ``.txt`` file has one example per non-empty line; a ``.csv``/``.tsv``/``.jsonl`` file one per row, the text in
+    ``spec.text_col``.
+    """
+    out = []
+    for flag, path, size in (("--train", spec.train, train_size), ("--valid", spec.valid, valid_size)):
+        try:
+            texts, _ = load_texts(str(path), text_col=spec.text_col)
+        except DataError as exc:
+            hint = " (pass --text-col to read another column)" if "no column" in str(exc) else ""
+            raise UserError(f"{flag}: {exc}{hint}") from None
+        ds = TextDataset(texts, [0] * len(texts), ("text",), name=Path(str(path)).name, source={"file": str(path)})
+        out.append(ds.sample(size, seed=data_seed))
+    return out[0], out[1]
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a run (saved as ``run_config.json``; a ``--resume`` must match it)."""
@@ -121,8 +144,22 @@ class RunConfig:
     valid_size: int | None = None
     max_length: int = 64
     data_seed: int = 0
+    #: ``classification`` (default) or ``lm`` (next-token fine-tuning of a causal language model).
+    task: str = "classification"
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise UserError(f"--task: expected one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.task == "lm":
+            if any(d.dataset is not None for d in self.data):
+                raise UserError(
+                    "--task lm: needs --train/--valid text files (.txt, one example per line, or .jsonl/.csv with "
+                    "a --text-col); the embedded datasets are classification tasks"
+                )
+            if len(self.data) != 1:
+                raise UserError("--task lm: give one --train and one --valid file")
+            if self.data[0].pair_col is not None:
+                raise UserError("--pair-col: a language-modelling task reads one text column (--text-col)")
         for name in ("train_size", "valid_size"):
             value = getattr(self, name)
             if value is not None:
@@ -197,6 +234,16 @@ class RunResult:
         return max(r.valid_acc for r in self.history)
 
     @property
+    def final_ppl(self) -> float | None:
+        """The last epoch's validation perplexity (``--task lm``; ``None`` for classification)."""
+        return self.history[-1].valid_ppl
+
+    @property
+    def best_ppl(self) -> float | None:
+        values = [r.valid_ppl for r in self.history if r.valid_ppl is not None]
+        return min(values) if values else None
+
+    @property
     def ratio_to_lora(self) -> float:
         return self.adapter_params / self.lora_reference if self.lora_reference else float("nan")
 
@@ -219,6 +266,11 @@ class RunResult:
         if rank is not None and rank != 8 and self.method != "tera" and self.lora_reference:
             same = self.lora_reference * rank // 8  # LoRA has r (in + out) entries per layer: linear in r
             ratio += f", {self.adapter_params / same:.3f} × LoRA r={rank} ({same:,d})"
+        if self.final_ppl is not None:
+            return (
+                f"final valid perplexity {self.final_ppl:.2f} (best {self.best_ppl:.2f}), next-token acc "
+                f"{self.final_acc:.4f}; adapter params {ratio}"
+            )
         return f"final valid acc {self.final_acc:.4f} (best {self.best_acc:.4f}); adapter params {ratio}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -231,6 +283,7 @@ class RunResult:
             "ratio_to_lora_r8": self.ratio_to_lora,
             "final_valid_acc": self.final_acc,
             "best_valid_acc": self.best_acc,
+            **({} if self.final_ppl is None else {"final_valid_ppl": self.final_ppl, "best_valid_ppl": self.best_ppl}),
             "seconds": self.seconds,
             "task_names": self.task_names,
             "history": [dataclasses.asdict(r) for r in self.history],
@@ -263,20 +316,13 @@ def run(
             _check_resume_data(out_path, config, record)
         check_run_config(out_path, record, resume=resume, write=False)
     with _removed_if_start_fails(None if resume else out_path):
-        tasks = [load_task(d, config.train_size, config.valid_size, config.data_seed, log) for d in config.data]
         names = [d.name for d in config.data]
-        encoder, tokenizer, model_path = load_encoder(config.model)
-        check_max_length(config.max_length, encoder, tokenizer, model_path)
-        model = TextClassifier(encoder, [t.num_labels for t, _ in tasks], seed=config.method.seed)
-        attached = attach(model, config.method)
-        train = encode(tokenizer, [t for t, _ in tasks], config.max_length)
-        valid = encode(tokenizer, [v for _, v in tasks], config.max_length)
+        attached, train, valid, info = _build(config, log)
         label = label or config.method.method
         trainer = Trainer(attached, train, valid, config.train, out=out_path, log=log, task_names=names)
         if out_path is not None:  # inputs are valid: only now does the run directory appear
             check_run_config(out_path, record, resume=resume)
-            labels = [{"name": n, "labels": list(t.label_names)} for n, (t, _) in zip(names, tasks)]
-            write_json(out_path / RUN_INFO, {"model_path": str(model_path.resolve()), "tasks": labels})
+            write_json(out_path / RUN_INFO, info)
         log(
             f"{label}: {len(train)} train / {len(valid)} valid examples ({', '.join(names)}); "
             f"adapter params {attached.adapter_parameters():,d}, head params {attached.head_parameters():,d}"
@@ -302,6 +348,27 @@ def run(
 
                 plot_runs([result.to_dict()], out_path / PLOT)
     return result
+
+
+def _build(config: RunConfig, log: Callable[[str], None]) -> tuple[Attached, Encoded, Encoded, dict[str, Any]]:
+    """Data, model and method of a run: ``(attached, train, valid, run_info)`` (``run_info.json``'s content)."""
+    if config.task == "lm":
+        train_texts, valid_texts = load_lm_texts(config.data[0], config.train_size, config.valid_size, config.data_seed)
+        lm, tokenizer, model_path = load_causal_lm(config.model)
+        check_max_length(config.max_length, lm, tokenizer, model_path)
+        attached = attach(CausalLM(lm), config.method)
+        train = encode_lm(tokenizer, train_texts.texts, config.max_length)
+        valid = encode_lm(tokenizer, valid_texts.texts, config.max_length)
+        return attached, train, valid, {"model_path": str(model_path.resolve()), "task": "lm", "tasks": []}
+    tasks = [load_task(d, config.train_size, config.valid_size, config.data_seed, log) for d in config.data]
+    encoder, tokenizer, model_path = load_encoder(config.model)
+    check_max_length(config.max_length, encoder, tokenizer, model_path)
+    model = TextClassifier(encoder, [t.num_labels for t, _ in tasks], seed=config.method.seed)
+    attached = attach(model, config.method)
+    train = encode(tokenizer, [t for t, _ in tasks], config.max_length)
+    valid = encode(tokenizer, [v for _, v in tasks], config.max_length)
+    labels = [{"name": d.name, "labels": list(t.label_names)} for d, (t, _) in zip(config.data, tasks)]
+    return attached, train, valid, {"model_path": str(model_path.resolve()), "tasks": labels}
 
 
 def _check_out(out: Path) -> None:

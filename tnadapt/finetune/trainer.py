@@ -5,6 +5,10 @@ The frozen encoder runs in eval mode (no dropout) throughout: only the adapter a
 train, and each epoch's data order is seeded from ``(seed, epoch)``, so a run resumed from the
 checkpoint of epoch ``k`` continues exactly like the uninterrupted run.
 
+A :class:`~tnadapt.finetune.model.CausalLM` (``--task lm``) trains on the next-token loss (the token mean over
+non-padding positions); each epoch reports the validation perplexity (``exp`` of the token-mean loss) and the
+next-token accuracy.
+
 The ``head`` method (a linear probe) encodes every example once with the frozen encoder (in
 eval mode) and trains the head(s) on the cached features.
 """
@@ -23,14 +27,14 @@ import torch
 from torch import nn
 
 from ..atomic import staged_directory
-from .batching import Encoded, collate, make_batches
+from .batching import IGNORE_INDEX, Encoded, collate, lm_labels, make_batches
 from .checkpoint import checkpoint_dir, latest_checkpoint, mark_complete
 from .device import autocast, check_precision, grad_scaler, resolve_device
 from .errors import MAX_SEED, UserError, check_int
 from .methods import Attached
-from .model import TextClassifier
+from .model import CausalLM, TextClassifier
 
-__all__ = ["EpochRecord", "TrainSettings", "Trainer", "evaluate", "to_device"]
+__all__ = ["EpochRecord", "TrainSettings", "Trainer", "evaluate", "evaluate_lm", "perplexity", "to_device"]
 
 
 @dataclass
@@ -77,6 +81,9 @@ class EpochRecord:
     seconds: float
     lr: float
     sweep: dict[str, Any] | None = None
+    #: ``--task lm``: the token-mean validation loss and its perplexity (``valid_acc`` is the next-token accuracy).
+    valid_loss: float | None = None
+    valid_ppl: float | None = None
 
 
 def _progress(items: Iterable[Any], *, enabled: bool, desc: str, total: int) -> Iterator[Any]:
@@ -163,6 +170,55 @@ def evaluate(
     return sum(correct) / max(1, sum(count)), per_task
 
 
+def perplexity(loss: float) -> float:
+    """``exp(loss)`` of a token-mean loss (``inf`` beyond what a float holds)."""
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
+def _next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """``(summed loss, target tokens, correct predictions)``: position ``t`` predicts token ``t + 1``; targets
+    equal to :data:`~tnadapt.finetune.batching.IGNORE_INDEX` (padding) are skipped."""
+    shifted = logits[:, :-1].float()
+    target = labels[:, 1:]
+    mask = target != IGNORE_INDEX
+    loss = nn.functional.cross_entropy(
+        shifted.reshape(-1, shifted.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    correct = int(((shifted.detach().argmax(-1) == target) & mask).sum())
+    return loss, int(mask.sum()), correct
+
+
+def _targets(data: Encoded) -> int:
+    """Next-token targets of ``data``: one per token after the first of each row."""
+    return sum(max(0, n - 1) for n in data.lengths)
+
+
+@torch.no_grad()
+def evaluate_lm(
+    model: nn.Module,
+    data: Encoded,
+    *,
+    batch_size: int = 64,
+    progress: bool = False,
+    device: torch.device | None = None,
+    precision: str = "fp32",
+) -> tuple[float, float]:
+    """``(token-mean next-token loss, next-token accuracy)`` of a causal LM over ``data``, in eval mode."""
+    model.eval()
+    device = device or _model_device(model)
+    total, tokens, correct = 0.0, 0, 0
+    batches = make_batches(data.lengths, batch_size, shuffle=False)
+    for rows in _progress(batches, enabled=progress, desc="eval", total=len(batches)):
+        batch = to_device(collate(data, rows), device)
+        with autocast(device, precision):
+            logits = model(batch["input_ids"], batch["attention_mask"])
+        loss, n, c = _next_token_loss(logits, lm_labels(batch))
+        total += float(loss)
+        tokens += n
+        correct += c
+    return total / max(1, tokens), correct / max(1, tokens)
+
+
 def _model_device(model: nn.Module) -> torch.device:
     """The device of ``model``'s first parameter (the CPU for a model without any)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -235,12 +291,17 @@ class Trainer:
     ) -> None:
         if len(train) == 0 or len(valid) == 0:
             raise UserError("data: the training and validation sets must both be non-empty")
+        self.lm = isinstance(attached.model, CausalLM)
+        if self.lm:
+            for flag, data in (("--train", train), ("--valid", valid)):
+                if not _targets(data):
+                    raise UserError(f"{flag}: every example is a single token; a language model needs two or more")
         if settings.dmrg and not attached.tt_adapters():
             raise UserError(f"--dmrg: rank schedules need a MetaTT adapter, not --adapter {attached.spec.method}")
         self.device = resolve_device(settings.device)
         check_precision(settings.precision, self.device)
         self.attached = attached
-        self.model = attached.model.to(self.device)
+        self.model: Any = attached.model.to(self.device)
         self.train_data = train
         self.valid_data = valid
         self.settings = settings
@@ -324,8 +385,16 @@ class Trainer:
                 batch = collate(self.train_data, rows) if train_feats is None else _light_batch(self.train_data, rows)
                 batch = to_device(batch, self.device)
                 with autocast(self.device, s.precision):
-                    logits = _forward(self.model, batch, train_feats, rows)
-                loss = nn.functional.cross_entropy(logits.float(), batch["labels"])
+                    if self.lm:
+                        logits = self.model(batch["input_ids"], batch["attention_mask"])
+                    else:
+                        logits = _forward(self.model, batch, train_feats, rows)
+                if self.lm:
+                    loss_sum, weight, _ = _next_token_loss(logits, lm_labels(batch))
+                    loss = loss_sum / max(1, weight)
+                else:
+                    loss = nn.functional.cross_entropy(logits.float(), batch["labels"])
+                    weight = len(rows)
                 if not torch.isfinite(loss):
                     again = "try again"
                     if self.out is not None and latest_checkpoint(self.out) is not None:
@@ -341,8 +410,8 @@ class Trainer:
                 scaler.step(opt)  # a plain opt.step() unless fp16 (then skipped on inf/nan gradients)
                 scaler.update()
                 lr_sched.step()
-                total_loss += float(loss.detach()) * len(rows)
-                seen += len(rows)
+                total_loss += float(loss.detach()) * weight  # LM: per token, classification: per example
+                seen += weight
             lr_now = float(lr_sched.get_last_lr()[0])
             sweep = None
             if rank_sched is not None:
@@ -355,16 +424,28 @@ class Trainer:
                         "relative_error": [r.relative_error for r in records],
                         "params_after": sum(r.num_parameters_after for r in records),
                     }
-            acc, per_task = evaluate(
-                self.model,
-                self.valid_data,
-                batch_size=s.eval_batch_size,
-                features=valid_feats,
-                progress=s.progress,
-                num_tasks=self.num_tasks,
-                device=self.device,
-                precision=s.precision,
-            )
+            valid_loss = None
+            if self.lm:
+                valid_loss, acc = evaluate_lm(
+                    self.model,
+                    self.valid_data,
+                    batch_size=s.eval_batch_size,
+                    progress=s.progress,
+                    device=self.device,
+                    precision=s.precision,
+                )
+                per_task = [acc]
+            else:
+                acc, per_task = evaluate(
+                    self.model,
+                    self.valid_data,
+                    batch_size=s.eval_batch_size,
+                    features=valid_feats,
+                    progress=s.progress,
+                    num_tasks=self.num_tasks,
+                    device=self.device,
+                    precision=s.precision,
+                )
             record = EpochRecord(
                 epoch=epoch,
                 train_loss=total_loss / max(1, seen),
@@ -375,6 +456,8 @@ class Trainer:
                 seconds=time.perf_counter() - t0,
                 lr=lr_now,
                 sweep=sweep,
+                valid_loss=valid_loss,
+                valid_ppl=None if valid_loss is None else perplexity(valid_loss),
             )
             self.history.append(record)
             self.log(self._summary(record))
@@ -392,6 +475,12 @@ class Trainer:
             before = max(max(x[1:-1]) for x in r.sweep["ranks_before"])
             after = max(max(x[1:-1]) for x in r.sweep["ranks_after"])
             sweep = f" | DMRG sweep rank {before}->{after}"
+        if r.valid_ppl is not None:
+            return (
+                f"epoch {r.epoch}/{s.epochs} | train loss {r.train_loss:.4f} | valid ppl {r.valid_ppl:.2f}"
+                f" | valid next-token acc {r.valid_acc:.4f} | adapter params {r.adapter_params:,d}{sweep}"
+                f" | {r.seconds:.1f}s"
+            )
         return (
             f"epoch {r.epoch}/{s.epochs} | train loss {r.train_loss:.4f} | valid acc {r.valid_acc:.4f}{tasks}"
             f" | adapter params {r.adapter_params:,d}{sweep} | {r.seconds:.1f}s"
