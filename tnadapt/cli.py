@@ -4,7 +4,8 @@ Commands (``tnadapt COMMAND --help`` for the flags):
 
 * ``demo``     — the embedded model (all-MiniLM-L6-v2) fine-tuned on the embedded task (Rotten Tomatoes
   polarity) with MetaTT-4D, MetaTT-4D + DMRG rank schedule and LoRA r=8, next to a linear probe;
-* ``finetune`` — the general tool: any local Hugging Face encoder, embedded datasets or CSV/JSONL files;
+* ``finetune`` — the general tool: any local Hugging Face encoder, embedded datasets or CSV/JSONL files
+  (``--task lm``: a local causal language model on text files);
 * ``inspect``  — config, per-bond ranks, parameter counts and bond spectra of a saved run or adapter;
 * ``count``    — parameter counts from model shapes; with no flags, the paper's Table 1/2 parameter columns.
 
@@ -30,8 +31,9 @@ Parameter-efficient fine-tuning of a local transformer with tensor-network adapt
 commands (tnadapt COMMAND --help for the flags):
   demo      the embedded model (all-MiniLM-L6-v2) fine-tuned on the embedded task (Rotten Tomatoes polarity)
             with MetaTT-4D, MetaTT-4D + DMRG rank schedule and LoRA r=8, next to a linear probe
-  finetune  the general tool: any local Hugging Face encoder, embedded datasets or CSV/JSONL files
-  predict   labels and probabilities from a finished run, for a CSV/JSONL file or stdin
+  finetune  the general tool: any local Hugging Face encoder, embedded datasets or CSV/JSONL files;
+            --task lm fine-tunes a local causal language model (GPT-2, Llama, ...) on text files
+  predict   labels and probabilities (or LM continuations) from a finished run, for a file or stdin
   inspect   config, label map, per-bond ranks, parameter counts and bond spectra of a saved run or adapter
   count     parameter counts from model shapes; with no flags, the paper's Table 1/2 parameter columns
 
@@ -320,7 +322,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         "finetune",
         help="fine-tune a local transformer with an adapter",
         description="Fine-tune a local Hugging Face encoder (mean pooling + linear head per task) with an adapter; "
-        "the encoder stays frozen. Writes OUT/adapter (save_adapter), OUT/metrics.json, OUT/valid_acc.png and a "
+        "the encoder stays frozen; --task lm fine-tunes a local causal LM on the next-token loss instead, reporting "
+        "validation perplexity. Writes OUT/adapter (save_adapter), OUT/metrics.json, OUT/valid_acc.png and a "
         "checkpoint per epoch. --resume continues the run in --out with its saved flags (give only what changes: "
         "a larger --epochs extends it, --device moves it).",
         argument_default=argparse.SUPPRESS,  # a flag not given is absent: --resume fills it from the saved run

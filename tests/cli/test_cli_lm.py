@@ -77,6 +77,25 @@ def test_gpt2_perplexity_falls_and_the_run_records_the_task(gpt2_run: tuple[Path
     assert read_json(out / "run_info.json")["task"] == "lm"
 
 
+def test_inspect_shows_perplexity_and_old_run_configs_resume_as_classifiers(
+    gpt2_run: tuple[Path, str, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report, err = run_cli(capsys, "inspect", str(gpt2_run[0]))
+    assert code == 0, err
+    assert "(language model) — 3 epochs, final valid perplexity" in report and "targets: ['c_attn']" in report
+    assert re.search(r"epoch 3: loss [0-9.]+  valid ppl [0-9.]+  next-token acc", report), report
+    from tnadapt.finetune.checkpoint import check_run_config
+    from tnadapt.finetune.run import RunConfig
+
+    record = RunConfig().to_dict()
+    old = {k: v for k, v in record.items() if k != "task"}  # written before --task existed
+    (tmp_path / "run_config.json").write_text(json.dumps(old))
+    check_run_config(tmp_path, record, resume=True, write=False)  # no "task" saved: a classifier, as it was
+    lm = {**record, "task": "lm"}
+    with pytest.raises(ValueError, match="setting 'task' differs"):
+        check_run_config(tmp_path, lm, resume=True, write=False)
+
+
 def test_lm_resume_continues_exactly_like_the_uninterrupted_run(
     gpt2_run: tuple[Path, str, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

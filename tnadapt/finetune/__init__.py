@@ -1,8 +1,8 @@
-"""``tnadapt.finetune`` — fine-tune a Hugging Face encoder for text classification with a tnadapt adapter.
+"""``tnadapt.finetune`` — fine-tune a Hugging Face encoder for text classification (or a causal LM) with a tnadapt adapter.
 
 The machinery behind the ``tnadapt`` command line, usable from Python:
 
-* :mod:`~tnadapt.finetune.model` — load a local model (default: the embedded all-MiniLM-L6-v2)
+* :mod:`~tnadapt.finetune.model` — load a local model (default: the embedded all-MiniLM-L6-v2; a decoder for ``--task lm``)
   and put a mean-pooling classification head (one per task) on it;
 * :mod:`~tnadapt.finetune.methods` — attach an adapter by name (``metatt-4d``, ``metatt-5d``,
   ``metatt-4+1d``, ``lotr``, ``tera``, ``lora`` via peft, ``head`` for a linear probe);

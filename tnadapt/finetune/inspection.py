@@ -179,6 +179,19 @@ def _metrics_report(path: Path) -> list[str]:
     try:
         m = json.loads(file.read_text(encoding="utf-8"))
         hist = m["history"]
+        if m.get("final_valid_ppl") is not None:  # a --task lm run: perplexity and next-token accuracy
+            lines = [
+                f"run: {m.get('label')} (language model) — {len(hist)} epochs, final valid perplexity "
+                f"{m['final_valid_ppl']:.2f}, best {m['best_valid_ppl']:.2f}, next-token acc "
+                f"{m['final_valid_acc']:.4f}, {m.get('seconds', 0):.0f}s"
+            ]
+            for h in hist:
+                sweep = f"  sweep -> ranks {h['sweep']['ranks_after']}" if h.get("sweep") else ""
+                lines.append(
+                    f"  epoch {h['epoch']}: loss {h['train_loss']:.4f}  valid ppl {h['valid_ppl']:.2f}  "
+                    f"next-token acc {h['valid_acc']:.4f}{sweep}"
+                )
+            return lines
         lines = [
             f"run: {m.get('label')} — {len(hist)} epochs, final valid acc {m['final_valid_acc']:.4f}, "
             f"best {m['best_valid_acc']:.4f}, {m.get('seconds', 0):.0f}s"
