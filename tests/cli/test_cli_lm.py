@@ -138,6 +138,16 @@ def test_predict_generates_continuations_in_input_order(
     assert code == 0 and json.loads(alone) == rows[1], err
     code, csv_out, err = run_cli(capsys, *argv, "--max-new-tokens", "6", "--format", "csv")
     assert code == 0 and csv_out.splitlines()[0] == "prompt,continuation" and len(csv_out.splitlines()) == 4, err
+    output = tmp_path / "out.jsonl"
+    for extra, expected in (
+        (["--max-new-tokens", "64"], "--max-new-tokens 64: the model accepts at most 64 tokens"),
+        (["--task", "reviews"], "--task: a language-model run has no tasks to choose from"),
+        (["--text-col", "body"], "no column 'body'"),
+    ):
+        bad = ["predict", str(run), "--input", str(tmp_path / "p.jsonl"), "--output", str(output), *extra]
+        (tmp_path / "p.jsonl").write_text(json.dumps({"text": "the cat"}) + "\n")
+        assert expected in one_line_error(*run_cli(capsys, *bad))
+        assert not output.exists()
 
 
 def test_llama_default_targets_lora_and_tera(
