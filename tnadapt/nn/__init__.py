@@ -35,6 +35,7 @@ from .control import (
     unmerge,
 )
 from .family import AdapterFamily, AdapterGroup, AdapterOwner, get_family, register_family, registered_families
+from .hf_models import infer_task_type
 from .injection import (
     CONTAINER_ATTR,
     AdaptedLinear,
@@ -97,6 +98,7 @@ __all__ = [
     "get_container",
     "get_family",
     "group_by_shape",
+    "infer_task_type",
     "is_wrapped",
     "layer_index",
     "load_adapter",

@@ -35,7 +35,6 @@ from torch import nn
 from ..tt import max_ranks
 from .config import MetaTTConfig
 from .metatt import GlobalTTAdapter, build_metatt
-from .targets import match_targets
 from .validation import clip_ranks
 
 __all__ = ["BudgetResult", "budget", "budget_for_legs", "metatt_num_parameters"]
@@ -144,13 +143,7 @@ def budget(model: nn.Module, config: MetaTTConfig, target: int, *, max_rank: int
     """
     if not isinstance(config, MetaTTConfig):
         raise TypeError(f"config: expected a MetaTTConfig, got {type(config).__name__}")
-    targets = match_targets(
-        model,
-        config.target_modules,
-        exclude_modules=config.exclude_modules,
-        layers_pattern=config.layers_pattern,
-        layer_index_fn=config.layer_index_fn,
-    )
+    targets = config.match(model)
     probe = dataclasses.replace(config, rank=1, init="zeros")
     legs = [tuple(cast(GlobalTTAdapter, group.owner).shape) for group in build_metatt(probe, targets).values()]
     return budget_for_legs(legs, target, max_rank=max_rank)

@@ -21,10 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from torch import nn
+
 from ..tt.init import INIT_NAMES
+from .targets import TargetInfo, match_targets
 from .validation import check_choice, check_dtype_name, check_float, check_int, check_rank
 
 __all__ = [
+    "BIAS_CHOICES",
     "INIT_ALIASES",
     "PRESETS",
     "STRUCTURAL_MODES",
@@ -38,6 +42,10 @@ __all__ = [
 #: Modes whose index the wrapper derives from the module path: the layer id, the matrix
 #: (target) name, and their flattening ``layer * num_matrices + matrix`` (LoTR).
 STRUCTURAL_MODES = ("layer", "matrix", "layer_matrix")
+
+
+#: The ``bias`` values an :class:`AdapterConfig` accepts (peft's ``"all"``/``"lora_only"`` are refused, see there).
+BIAS_CHOICES = ("none",)
 
 
 #: Short names accepted in init strings such as ``"ze-id-id-id"`` (paper D.4).
@@ -120,7 +128,9 @@ class AdapterConfig:
     Attributes
     ----------
     target_modules:
-        List of module names (exact or ``.``-suffix match) or a full-match regex string.
+        List of module names (exact or ``.``-suffix match), a full-match regex string, or
+        ``"all-linear"`` (peft's shorthand, any case): every ``nn.Linear``/``Conv1D`` except the
+        output head (see :func:`tnadapt.nn.targets.all_linear_names`).
     exclude_modules:
         Same forms; matches are removed from the targets.
     layers_pattern:
@@ -131,6 +141,17 @@ class AdapterConfig:
     modules_to_save:
         Extra modules (e.g. a classifier head), same matching as ``target_modules`` lists,
         made trainable and stored with the adapter.
+    layers_to_transform:
+        Adapt only the targets whose layer id (found by ``layer_index_fn`` / ``layers_pattern`` /
+        the default rule) is one of these: an int, a list of ints or a ``range`` (stored as a
+        sorted list); targets without a layer id are dropped.  Default ``None``: every layer.
+    dropout:
+        Dropout probability on the adapter branch's input (peft's ``lora_dropout``):
+        ``y = base(x) + ΔW(dropout(x))``, applied only in train mode; ``0 <= dropout < 1``.
+    bias:
+        Only ``"none"``: tnadapt trains no bias terms of adapted layers (peft's ``"all"`` /
+        ``"lora_only"`` are refused with a ``ValueError``; put a module whose bias should train in
+        ``modules_to_save``).
     """
 
     family: ClassVar[str] = ""
@@ -140,6 +161,9 @@ class AdapterConfig:
     layers_pattern: str | None = None
     layer_index_fn: Callable[[str], int | None] | None = field(default=None, compare=False, repr=False)
     modules_to_save: list[str] | None = None
+    layers_to_transform: int | list[int] | range | None = None
+    dropout: float = 0.0
+    bias: str = "none"
 
     def __post_init__(self) -> None:
         for name, forms in (
@@ -158,6 +182,27 @@ class AdapterConfig:
             raise TypeError(f"layers_pattern: expected a string or None, got {type(self.layers_pattern).__name__}")
         if not self.target_modules:
             raise ValueError("target_modules: expected a non-empty list of module names or a regex string, got empty")
+        self.layers_to_transform = _check_layers("layers_to_transform", self.layers_to_transform)
+        self.dropout = check_float("dropout", self.dropout, minimum=0)
+        if self.dropout >= 1:
+            raise ValueError(f"dropout: expected a probability 0 <= dropout < 1, got {self.dropout!r}")
+        if self.bias not in BIAS_CHOICES:
+            raise ValueError(
+                f"bias: expected 'none', got {self.bias!r}; tnadapt adapters train no bias terms (the update is "
+                "one shared low-rank weight delta), so peft's 'all'/'lora_only' have no counterpart: list the "
+                "modules whose bias should train in modules_to_save"
+            )
+
+    def match(self, model: nn.Module) -> list[TargetInfo]:
+        """The targets this config selects in ``model`` (:func:`tnadapt.nn.targets.match_targets`)."""
+        return match_targets(
+            model,
+            self.target_modules,
+            exclude_modules=self.exclude_modules,
+            layers_pattern=self.layers_pattern,
+            layer_index_fn=self.layer_index_fn,
+            layers_to_transform=_check_layers("layers_to_transform", self.layers_to_transform),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with a ``family`` field (``layer_index_fn`` dropped)."""
@@ -181,6 +226,21 @@ class AdapterConfig:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(names)}")
         return cls(**data)
+
+
+def _check_layers(name: str, value: Any) -> list[int] | None:
+    """``None``, or an int / list of ints / ``range`` of layer ids as a sorted list of distinct ints ``>= 0``."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple, range)):
+        if len(value) == 0:
+            raise ValueError(f"{name}: expected at least one layer id, got an empty {type(value).__name__}")
+        return sorted({check_int(f"{name}[{k}]", v, minimum=0) for k, v in enumerate(value)})
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{name}: expected an int, a list of ints, a range or None, got {type(value).__name__} {value!r}"
+        )
+    return [check_int(name, value, minimum=0)]
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .family import AdapterGroup, AdapterOwner, get_family
-from .targets import TargetInfo, check_unshared, is_conv1d, linear_shape, match_targets
+from .targets import TargetInfo, check_unshared, is_conv1d, linear_shape
 
 __all__ = [
     "CONTAINER_ATTR",
@@ -250,8 +250,9 @@ def adapter_state_dict(
 class AdaptedLinear(nn.Module):
     """A frozen ``nn.Linear`` or GPT-2 ``Conv1D`` (``base_layer``) plus the update of slice ``key`` of owner ``group``.
 
-    ``forward(x) = base_layer(x) + owner.forward_delta(x, key)`` (``x (..., in) -> (..., out)``);
-    only ``base_layer(x)`` when merged or disabled.  Extra keyword arguments to ``forward``
+    ``forward(x) = base_layer(x) + owner.forward_delta(dropout(x), key)`` (``x (..., in) -> (..., out)``;
+    ``dropout`` is the config's ``dropout``, active in train mode only); only ``base_layer(x)`` when
+    merged or disabled.  Extra keyword arguments to ``forward``
     are per-call indices (e.g. ``task=ids``), like :func:`tnadapt.nn.adapter_context`.
     ``weight``/``bias``/``in_features``/``out_features`` read through to the base layer;
     ``fan_in_fan_out`` is ``True`` for a ``Conv1D``, whose weight is stored ``(in, out)``.
@@ -297,6 +298,9 @@ class AdaptedLinear(nn.Module):
         if self.merged or container.disabled:
             return out
         key = {**self.key, **container.context, **index} if (container.context or index) else self.key
+        p = container.config.dropout
+        if p and self.training:  # the adapter branch's input dropout (peft's lora_dropout), train mode only
+            x = nn.functional.dropout(x, p, training=True)
         delta = container.groups[self.group].forward_delta(x, key)
         return out + (delta if delta.dtype == out.dtype else delta.to(out.dtype))
 
@@ -456,14 +460,7 @@ def wrap(model: nn.Module, config: AdapterConfig) -> nn.Module:
     if is_wrapped(model):
         raise ValueError(f"model: already wrapped (has '{CONTAINER_ATTR}'); call tnadapt.nn.unwrap(model) first")
     family = get_family(config.family)
-    targets = match_targets(
-        model,
-        config.target_modules,
-        exclude_modules=config.exclude_modules,
-        layers_pattern=config.layers_pattern,
-        layer_index_fn=config.layer_index_fn,
-    )
-    inject(model, config, family.build(config, targets))
+    inject(model, config, family.build(config, config.match(model)))
     return model
 
 

@@ -35,8 +35,9 @@ from torch import nn
 
 from ..atomic import write_files
 from .control import per_call_indices
+from .hf_models import infer_task_type
 from .injection import adapted_modules, get_container
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, tensor_bytes
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, base_reference, tensor_bytes
 
 __all__ = ["export_lora", "lora_factors"]
 
@@ -77,6 +78,13 @@ def export_lora(
     """Write the adapter as a peft LoRA directory; ``peft.PeftModel.from_pretrained(base, directory)``
     then reproduces the wrapped model's outputs (``base`` = the unwrapped base model).
 
+    The peft config is complete: ``base_model_name_or_path`` (default: the base's recorded
+    ``name_or_path``, :func:`tnadapt.nn.serialization.base_reference`), ``revision`` (when recorded) and
+    ``task_type`` (from the model class, :func:`tnadapt.nn.hf_models.infer_task_type`: ``SEQ_CLS``,
+    ``TOKEN_CLS``, ``QUESTION_ANS``, ``CAUSAL_LM``, ``SEQ_2_SEQ_LM``, ``FEATURE_EXTRACTION``), so for a
+    ``transformers`` base loaded with ``from_pretrained`` the matching ``peft.AutoPeftModelFor...`` (or
+    ``AutoPeftModelForFeatureExtraction``) loads the export directly.
+
     Per-call modes (e.g. ``task=2``) select which slice to export.  Returns the directory.
     """
     factors = lora_factors(model, **indices)
@@ -93,10 +101,12 @@ def export_lora(
     for name in saved:
         for k, v in model.get_submodule(name).state_dict().items():
             tensors[f"base_model.model.{name}.{k}"] = v
+    reference = base_reference(model)
     config: dict[str, Any] = {
         "peft_type": "LORA",
-        "task_type": None,
-        "base_model_name_or_path": base_model_name_or_path,
+        "task_type": infer_task_type(model),
+        "base_model_name_or_path": base_model_name_or_path or reference.get("base_model_name_or_path"),
+        "revision": reference.get("base_model_revision") if base_model_name_or_path is None else None,
         "r": rank,
         "lora_alpha": rank,
         "target_modules": "^(" + "|".join(re.escape(n) for n in factors) + ")$",

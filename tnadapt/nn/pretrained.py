@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ..atomic import check_directory_arg, write_files
+from .hf_models import is_pretrained_model
 from .injection import adapter_state_dict, get_container
 
 __all__ = [
@@ -59,12 +60,6 @@ MODEL_WEIGHTS_NAME = "model.safetensors"
 _NEUTRAL_KWARGS = frozenset(
     {"max_shard_size", "safe_serialization", "token", "save_peft_format", "save_original_format", "variant"}
 )
-
-
-def _is_pretrained_model(model: nn.Module) -> bool:
-    return any(
-        c.__name__ == "PreTrainedModel" and c.__module__ == "transformers.modeling_utils" for c in type(model).__mro__
-    )
 
 
 def save_pretrained(
@@ -137,7 +132,7 @@ def save_pretrained(
 
 def install_save_pretrained(model: nn.Module) -> None:
     """Give a wrapped ``transformers`` model the instance-level ``save_pretrained`` (no-op for other models)."""
-    if _is_pretrained_model(model):
+    if is_pretrained_model(model):
         model.__dict__["save_pretrained"] = functools.partial(save_pretrained, model)
 
 
@@ -156,12 +151,16 @@ def load_pretrained(
     trainable: bool = False,
     **from_pretrained_kwargs: Any,
 ) -> nn.Module:
-    """Rebuild a model saved by ``save_pretrained`` / ``Trainer.save_model`` in one call.
+    """Rebuild base + adapter in one call from a directory written by :func:`tnadapt.nn.save_adapter`,
+    ``save_pretrained`` or ``Trainer.save_model`` (tnadapt's counterpart of peft's
+    ``AutoPeftModel*.from_pretrained(adapter_dir)``).
 
     Loads the base with ``model_class.from_pretrained(base, **from_pretrained_kwargs)``, then the
     adapter (:func:`tnadapt.nn.load_adapter`, at the saved ranks).  Defaults: ``base`` is the
     ``base_model_name_or_path`` recorded in ``adapter_config.json``, ``model_class`` the recorded
-    ``base_model_class`` looked up in the ``transformers`` package.  ``ValueError`` when neither is
+    ``base_model_class`` looked up in the ``transformers`` package; the recorded ``base_model_revision``
+    (if any, and ``base`` not given) is passed as ``revision=``.  ``base`` may be a local directory or a hub id,
+    resolved as ``from_pretrained`` resolves it (``HF_HUB_OFFLINE=1``: from the local cache only).  ``ValueError`` when neither is
     given nor recorded (e.g. a base built from a config: pass ``base=`` a directory its
     ``save_pretrained`` wrote).
     """
@@ -189,5 +188,8 @@ def load_pretrained(
             )
     if not callable(getattr(model_class, "from_pretrained", None)):
         raise TypeError(f"model_class: expected a class with from_pretrained, got {model_class!r}")
+    revision = data.get("base_model_revision") if base is None else None
+    if revision and "revision" not in from_pretrained_kwargs:
+        from_pretrained_kwargs["revision"] = revision
     model = model_class.from_pretrained(os.fspath(reference), **from_pretrained_kwargs)
     return load_adapter(model, directory, trainable=trainable)

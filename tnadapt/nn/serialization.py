@@ -5,8 +5,8 @@ the base model: the format version, the ``family``, the user config, and per sha
 the owner's constructor arguments (with the *current* ranks, which rank-adaptive training
 changes) and the map ``module name -> key``.  When the base is a ``transformers`` model the config
 also records where it came from (``base_model_name_or_path``, the model's ``name_or_path``, and
-``base_model_class``, its ``transformers`` class name) for :func:`tnadapt.nn.load_pretrained`;
-both fields are optional (configs without them load as before).  ``adapter_model.safetensors`` holds the
+``base_model_class``, its ``transformers`` class name, and ``base_model_revision`` when known) for
+:func:`tnadapt.nn.load_pretrained`; these fields are optional (configs without them load as before).  ``adapter_model.safetensors`` holds the
 owners' tensors under ``adapter.<group>.<name>`` and ``modules_to_save`` tensors under
 ``modules_to_save.<module>.<name>``.  A save is all-or-nothing (:mod:`tnadapt.atomic`: the new
 directory version replaces the old one in one step, so a kill at any instant leaves the old
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from torch import nn
 from .. import __version__
 from ..atomic import check_digest, check_directory_arg, file_digest, resolve_directory, write_files
 from .family import AdapterFamily, AdapterGroup, get_family
+from .hf_models import transformers_class_name
 from .injection import check_target, get_container, inject, is_wrapped, match_modules_to_save
 
 __all__ = [
@@ -77,18 +77,20 @@ def tensor_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str
 
 def base_reference(model: nn.Module) -> dict[str, str]:
     """Where a wrapped ``transformers`` model's base came from: ``base_model_name_or_path`` (its
-    ``name_or_path``, when not empty) and ``base_model_class`` (the first class of its MRO that the
-    ``transformers`` package exports, e.g. ``"BertForSequenceClassification"``); ``{}`` for other models."""
+    ``name_or_path``, when not empty: the directory or hub id ``from_pretrained`` read), ``base_model_class``
+    (the first class of its MRO that the ``transformers`` package exports, e.g.
+    ``"BertForSequenceClassification"``) and ``base_model_revision`` (the hub commit ``from_pretrained``
+    resolved, when the config records one as ``_commit_hash``); ``{}`` for other models."""
     out: dict[str, str] = {}
     name = getattr(model, "name_or_path", None)
     if isinstance(name, str) and name:
         out["base_model_name_or_path"] = name
-    transformers = sys.modules.get("transformers")
-    if transformers is not None:
-        for cls in type(model).__mro__:
-            if cls.__module__.startswith("transformers.") and getattr(transformers, cls.__name__, None) is cls:
-                out["base_model_class"] = cls.__name__
-                break
+    revision = getattr(getattr(model, "config", None), "_commit_hash", None)
+    if isinstance(revision, str) and revision and "base_model_name_or_path" in out:
+        out["base_model_revision"] = revision
+    cls_name = transformers_class_name(model)
+    if cls_name is not None:
+        out["base_model_class"] = cls_name
     return out
 
 
@@ -166,7 +168,7 @@ def _check_structure(path: Path, data: Any) -> None:
     saved = data.get("modules_to_save", [])
     if not isinstance(saved, list) or not all(isinstance(n, str) for n in saved):
         raise _fail(path, f"field 'modules_to_save' must be a list of module names, got {saved!r}")
-    for field in ("base_model_name_or_path", "base_model_class"):
+    for field in ("base_model_name_or_path", "base_model_class", "base_model_revision"):
         if data.get(field) is not None and not isinstance(data[field], str):
             raise _fail(path, f"field {field!r} must be a string or null, got {kind(data[field])}")
     files = data.get("files", {})

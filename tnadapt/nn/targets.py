@@ -15,7 +15,16 @@ Matching rules (in the spirit of peft's ``LoraConfig``):
   dropout) are skipped; a matched module that has parameters but is not adaptable
   (``LayerNorm``, ``Embedding``) is an error rather than silently left out.  A list entry
   that names a module which neither is nor contains an adaptable module is an error too.
+* ``target_modules="all-linear"`` (any case; peft's shorthand, same rule as peft's
+  ``_maybe_include_all_linear_layers``): every ``nn.Linear``/``Conv1D`` of the model except, on a
+  ``transformers`` model, its output embeddings (``get_output_embeddings()``: the LM head) and, when the
+  model is a sequence classifier (:func:`~tnadapt.nn.hf_models.infer_task_type` is ``"SEQ_CLS"``, where
+  peft needs ``task_type="SEQ_CLS"``), its ``score``/``classifier`` attribute.  The matrix name is the
+  layerless path, as for a regex.  Linears inside ``nn.MultiheadAttention`` are left out (they cannot
+  be adapted, see below).
 * ``exclude_modules``: the same rules, applied after matching; matches are dropped.
+* ``layers_to_transform`` (peft's field): only targets whose layer id (next rule) is in the given
+  list are kept; targets without a layer id are dropped.
 * A module reachable under several names (shared or tied, ``m.a = m.b = lin``) is looked up
   under all of them: matching two of its names is an error (a module can carry one adapter);
   matching one adapts it, and the wrapper then replaces it at every name, so the adapter
@@ -54,12 +63,16 @@ from typing import cast
 import torch
 from torch import nn
 
+from .hf_models import infer_task_type, is_pretrained_model
 from .validation import check_dtype_name
 
 __all__ = [
+    "ALL_LINEAR",
     "DEFAULT_LAYER_REGEX",
     "QUERY_VALUE_NAMES",
+    "SEQ_CLS_HEAD_NAMES",
     "TargetInfo",
+    "all_linear_names",
     "check_unshared",
     "default_target_modules",
     "group_by_shape",
@@ -74,6 +87,12 @@ __all__ = [
 
 #: Default layer-id rule: the first all-digit path segment that is not the last one.
 DEFAULT_LAYER_REGEX = r"(?:^|\.)(\d+)\."
+
+#: peft's ``target_modules`` shorthand for every linear layer but the output head (compared case-insensitively).
+ALL_LINEAR = "all-linear"
+
+#: Attribute names of a sequence classifier's head that ``"all-linear"`` leaves out (peft's ``SEQ_CLS_HEAD_NAMES``).
+SEQ_CLS_HEAD_NAMES = ("score", "classifier")
 
 LayerIndexFn = Callable[[str], "int | None"]
 
@@ -205,6 +224,34 @@ def _matcher(spec: str | Sequence[str] | None, argname: str) -> Callable[[str], 
     return match
 
 
+def is_all_linear(target_modules: object) -> bool:
+    """Whether ``target_modules`` is the ``"all-linear"`` shorthand (any case)."""
+    return isinstance(target_modules, str) and target_modules.lower() == ALL_LINEAR
+
+
+def all_linear_names(model: nn.Module) -> list[str]:
+    """The module names ``target_modules="all-linear"`` selects (see module doc), in ``named_modules`` order.
+
+    >>> from torch import nn
+    >>> all_linear_names(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)))
+    ['0', '2']
+    """
+    modules = list(model.named_modules())
+    excluded: set[str] = set()
+    if is_pretrained_model(model):
+        heads = [cast(nn.Module, model).get_output_embeddings()]  # type: ignore[operator]
+        if heads[0] is None and infer_task_type(model) == "SEQ_CLS":
+            heads = [next((getattr(model, n) for n in SEQ_CLS_HEAD_NAMES if getattr(model, n, None) is not None), None)]
+        excluded.update(name for name, m in modules for h in heads if h is not None and m is h)
+    excluded.update(
+        f"{name}.{child}" if name else child
+        for name, mod in modules
+        if isinstance(mod, nn.MultiheadAttention)
+        for child, _ in mod.named_children()
+    )
+    return [name for name, m in modules if name and is_adaptable(m) and name not in excluded]
+
+
 def _adaptable_names(model: nn.Module) -> str:
     names = [n for n, m in model.named_modules() if n and is_adaptable(m)]
     return ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "") or "none"
@@ -217,13 +264,20 @@ def match_targets(
     exclude_modules: str | Sequence[str] | None = None,
     layers_pattern: str | None = None,
     layer_index_fn: LayerIndexFn | None = None,
+    layers_to_transform: Sequence[int] | None = None,
 ) -> list[TargetInfo]:
-    """All ``nn.Linear`` / ``Conv1D`` modules selected by ``target_modules`` minus ``exclude_modules``.
+    """All ``nn.Linear`` / ``Conv1D`` modules selected by ``target_modules`` minus ``exclude_modules``
+    (restricted to the layer ids in ``layers_to_transform`` when given).
 
     Raises ``ValueError`` when nothing matches (listing the model's Linear names) or when a
     match is not adaptable (see :func:`is_adaptable`) / sits inside ``nn.MultiheadAttention``.
     """
-    include = _matcher(target_modules, "target_modules")
+    if is_all_linear(target_modules):
+        chosen = set(all_linear_names(model))
+        include: Callable[[str], str | None] = lambda name: name if name in chosen else None  # noqa: E731
+    else:
+        include = _matcher(target_modules, "target_modules")
+    keep_layers = None if layers_to_transform is None else set(layers_to_transform)
     exclude = _matcher(exclude_modules, "exclude_modules")
     mha_children = {
         f"{name}.{child}" if name else child
@@ -261,6 +315,8 @@ def match_targets(
             layer, span = (None, None) if located is None else located
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
             raise ValueError(f"layer_index_fn: expected a non-negative int or None for {name!r}, got {layer!r}")
+        if keep_layers is not None and layer not in keep_layers:
+            continue
         if isinstance(target_modules, str):
             matrix = _layerless(name, layer, span)
         found.append(TargetInfo(name=name, module=module, layer=layer, matrix=matrix))
@@ -268,6 +324,7 @@ def match_targets(
         raise ValueError(
             f"target_modules: no nn.Linear matched {target_modules!r}"
             + (f" (after excluding {exclude_modules!r})" if exclude_modules else "")
+            + (f" in layers_to_transform={sorted(keep_layers)}" if keep_layers is not None else "")
             + f"; the model's Linear modules are: {_adaptable_names(model)}"
         )
     check_unshared(found)
