@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,22 @@ def save_tiny_model(directory: Path, config_cls: Any, **dims: Any) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     torch.manual_seed(0)
-    AutoModel.from_config(config_cls(vocab_size=tokenizer.vocab_size, **dims)).save_pretrained(directory)
+    with quiet_progress():
+        AutoModel.from_config(config_cls(vocab_size=tokenizer.vocab_size, **dims)).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No ``transformers`` progress bars (e.g. "Writing model shards" on stderr, which a test would read as the
+    CLI's output) inside the block."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cli_helpers import quiet_progress
+
 #: A short text a tiny model can learn in a few epochs: 4 sentence patterns, one example per line.
 SENTENCES = [
     f"the {a} sat on the {b} and the {a} slept"
@@ -50,6 +52,7 @@ def save_tiny_lm(directory: Path, kind: str, *, positions: int = 64) -> Path:
             **ids,
         )
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    with quiet_progress():
+        AutoModelForCausalLM.from_config(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -198,3 +198,14 @@ def test_lm_mistakes_are_one_line_and_leave_nothing(
                  str(lm_data[1]), "--text-col", "body", "--out", str(out))
     )  # fmt: skip
     assert not out.exists()
+
+
+def test_a_text_column_named_label_is_fine_for_lm_but_not_for_classification() -> None:
+    """The label-column clash only matters when there are labels: an LM reads one text column, whatever its name."""
+    from tnadapt.finetune.errors import UserError
+    from tnadapt.finetune.run import DataSpec, RunConfig
+
+    spec = {"train": "t.jsonl", "valid": "v.jsonl", "text_col": "label"}
+    assert RunConfig(task="lm", data=[DataSpec(**spec)]).data[0].text_col == "label"
+    with pytest.raises(UserError, match="--label-col label: is also the --text-col"):
+        RunConfig(task="classification", data=[DataSpec(**spec)], model="m")

@@ -53,6 +53,9 @@ class DataSpec:
     def __post_init__(self) -> None:
         if self.dataset is None and (self.train is None or self.valid is None):
             raise UserError("--train/--valid: give both files (or an embedded --dataset)")
+
+    def check_label_column(self) -> None:
+        """A classification task must not read its labels as text (the LM task has no label column)."""
         for flag, column in (("--text-col", self.text_col), ("--pair-col", self.pair_col)):
             if column == self.label_col:
                 raise UserError(
@@ -160,6 +163,9 @@ class RunConfig:
                 raise UserError("--task lm: give one --train and one --valid file")
             if self.data[0].pair_col is not None:
                 raise UserError("--pair-col: a language-modelling task reads one text column (--text-col)")
+        else:
+            for spec in self.data:
+                spec.check_label_column()
         for name in ("train_size", "valid_size"):
             value = getattr(self, name)
             if value is not None:
