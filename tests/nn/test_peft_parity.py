@@ -125,6 +125,16 @@ def test_dropout_acts_on_the_adapter_input_in_train_mode_only(family):
     assert not torch.allclose(got, base(x) + delta(x), atol=1e-3)
 
 
+def test_wrapping_an_eval_model_keeps_the_adapter_in_eval_mode():
+    base = tiny_bert()  # eval mode
+    net = wrap(base, MetaTTConfig(target_modules=["query"], rank=2, dropout=0.5, init="no-no-no-no"))
+    assert not any(m.training for m in adapted_modules(net).values())
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert torch.equal(net(ids).last_hidden_state, net(ids).last_hidden_state)
+    net.train()
+    assert all(m.training for m in adapted_modules(net).values())
+
+
 def test_new_fields_round_trip_and_old_configs_load(tmp_path):
     cfg = MetaTTConfig(target_modules=["query", "value"], layers_to_transform=range(2), dropout=0.1, rank=2)
     assert MetaTTConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

@@ -431,6 +431,7 @@ def inject(
     modules = dict(model.named_modules(remove_duplicate=False))
     for name, (g, key) in targets.items():
         wrapper = AdaptedLinear(bases[name], container, g, key)
+        wrapper.training = bases[name].training  # an eval-mode model stays in eval mode (no adapter dropout)
         aliases = names_of[id(bases[name])]  # a shared module is wrapped at every name, so every use is adapted
         hooked = False
         for alias in aliases:
