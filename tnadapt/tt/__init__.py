@@ -22,6 +22,7 @@ from .init import init_core, make_cores
 from .lowrank import LowRankReport, tt_from_lowrank
 from .ops import add, contract, dot, hadamard, norm, scale
 from .padding import max_ranks, pad_ranks
+from .randomized import round_sum
 from .rounding import round_tt
 from .tensor_train import DEFAULT_MAX_DENSE_ELEMENTS, TensorTrain
 from .truncation import TruncatedSVD, TruncationReport, select_rank, truncated_svd
@@ -53,6 +54,7 @@ __all__ = [
     "pad_ranks",
     "replace_two_site",
     "right_qr_step",
+    "round_sum",
     "round_tt",
     "scale",
     "select_rank",

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from ._errors import check_finite, check_min_rank, check_positive_float, check_rank_spec
 from ._numerics import stable_norm
 from ._sweeps import drop_redundant_ranks, svd_sweep
@@ -55,6 +57,9 @@ def round_tt(
     eps: float | None = None,
     cutoff: float | None = None,
     min_rank: int = 1,
+    method: str = "deterministic",
+    oversample: int = 10,
+    generator: torch.Generator | int | None = None,
 ) -> TruncationReport:
     """Round ``tt``; returns a :class:`~tnadapt.tt.truncation.TruncationReport` (``.tt`` is the result).
 
@@ -68,8 +73,33 @@ def round_tt(
     >>> rep = round_tt(x + x, eps=1e-12)
     >>> rep.tt.ranks, float(rep.relative_error) < 1e-12
     ((1, 3, 3, 3, 1), True)
+
+    ``method="randomized"`` (Al Daas, Ballard et al., SISC 2023; see
+    :mod:`tnadapt.tt.randomized`): after the QR sweep, a Gaussian TT sketch of ranks
+    ``max_rank + oversample`` replaces the SVD of every ``(r n, r)`` unfolding by a QR of a
+    sketched ``(l n, l)`` panel and an SVD of an ``(l, r)`` one.  ``discarded`` (hence
+    ``error``) is still *computed exactly* per bond (sketch residual and SVD tail,
+    orthogonal); ``singular_values`` are the sketched bonds' spectra.  The result ends with
+    centre ``d-1``.  With ``eps`` alone the sketch doubles until each bond's residual fits
+    half its budget, so ``error <= eps ||x||`` always holds.  ``cutoff`` is deterministic
+    only.  ``generator``: a CPU ``torch.Generator`` or an int seed (``None``: seed 0), so
+    results are reproducible.
+
+    >>> rep = round_tt(x + x, max_rank=2, method="randomized", generator=1)
+    >>> rep.tt.ranks, abs(float(rep.error) - float((rep.tt - x - x).norm())) < 1e-10
+    ((1, 2, 2, 2, 1), True)
     """
     caps = check_truncation_args(tt, max_rank, eps, cutoff, min_rank)
+    if method == "randomized":
+        if cutoff is not None:
+            raise ValueError("cutoff: not supported with method='randomized' (use max_rank or eps), got a cutoff")
+        from .randomized import randomized_round
+
+        return randomized_round(
+            tt, max_rank=caps, eps=eps, min_rank=min_rank, oversample=oversample, generator=generator
+        )
+    if method != "deterministic":
+        raise ValueError(f"method: expected 'deterministic' or 'randomized', got {method!r}")
     d = tt.order
     # Sweep toward whichever end is closer to a known centre (saves a QR sweep).
     to_right = tt.center is None or tt.center <= (d - 1) / 2
