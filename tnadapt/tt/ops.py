@@ -6,16 +6,19 @@ Rank rules (``r`` and ``s`` are the bond ranks of the operands):
 * ``c * a``: ranks unchanged (the scalar multiplies the first core);
 * ``a * b`` (Hadamard): ranks ``r_k * s_k`` (Kronecker product of slices).
 
-``dot`` contracts left to right at cost ``O(d n r^3)`` and memory ``O(n r^2)``;
-``norm`` orthogonalises and takes the Frobenius norm of the centre core, so it never
-squares the condition number and cannot overflow/underflow through ``dot(x, x)``; its
-gradient ``X / ||X||`` (``0`` at ``X = 0``) comes from one contraction in that canonical
-gauge, not from differentiating the QR sweep (see :func:`norm`).
+``dot`` contracts left to right at cost ``O(d n r^3)`` and memory ``O(n r^2)``, every core
+and environment rescaled by a power of two (exact), so it neither over- nor underflows
+where the result does not; ``norm`` orthogonalises and takes the Frobenius norm of the
+centre core (accurate for differences too), or with ``method="gram"`` takes ``sqrt`` of the
+scaled Gram contraction (half the cost, no over/underflow, but only ``sqrt(u)`` accurate on
+nearly cancelling trains); its gradient ``X / ||X||`` (``0`` at ``X = 0``) comes from one
+contraction in a canonical gauge, not from differentiating a QR sweep (see :func:`norm`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,40 +131,105 @@ def _right_env_step(env: torch.Tensor, ga: torch.Tensor, gb: torch.Tensor) -> to
     return tmp @ ga.reshape(ra0, n * ra1).mH
 
 
+def _exponent(t: torch.Tensor, limit: int) -> torch.Tensor:
+    """``e`` with ``max|t| / 2**e`` in ``[0.5, 1)`` (0 for zero, NaN and Inf), clamped to ``±limit`` (int32 0-d)."""
+    return torch.frexp(t.detach().abs().amax())[1].clamp(-limit, limit)
+
+
+def _power_of_two(e: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``2**e`` in ``like``'s real dtype (an exact power of two while ``|e|`` is within the exponent range)."""
+    real = like.real.dtype if like.is_complex() else like.dtype
+    return torch.pow(torch.tensor(2.0, dtype=real, device=like.device), e.to(real))
+
+
+def _times_power_of_two(x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``x * 2**e`` in two exact halves, so ``2**e`` itself never over- or underflows on the way."""
+    half = torch.div(e, 2, rounding_mode="floor")
+    return x * _power_of_two(half, x) * _power_of_two(e - half, x)
+
+
+def _scaled_inner(a: TensorTrain, b: TensorTrain) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``<a, b> = m * 2**e``: the Gram contraction with every core and environment scaled by a power of two.
+
+    Returns ``(m, e, peaks)``: the 0-d mantissa, the int32 exponent and the per-core
+    ``max |entry|`` of both trains (for the non-finite checks of the callers).  Scaling by
+    powers of two is exact, so ``m * 2**e`` is bit-for-bit the unscaled contraction whenever
+    that one neither over- nor underflows — and stays finite and accurate when it would.
+    The scale factors are constants for autograd (the gradient is that of ``<a, b>``).
+    """
+    real = a.dtype.to_real() if a.dtype.is_complex else a.dtype
+    limit = int(math.log2(torch.finfo(real).max)) - 2
+    env = torch.ones(1, 1, dtype=a.dtype, device=a.device)  # (ra, rb)
+    total = torch.zeros((), dtype=torch.int32, device=a.device)
+    peaks = []
+    for ga, gb in zip(a.cores, b.cores):
+        ea, eb = _exponent(ga, limit), _exponent(gb, limit)
+        peaks += [ga.detach().abs().amax(), gb.detach().abs().amax()]
+        env = _left_env_step(env, ga * _power_of_two(-ea, ga), gb * _power_of_two(-eb, gb))
+        ee = _exponent(env, limit)
+        env = env * _power_of_two(-ee, env)
+        total = total + ea + eb + ee
+    return env.reshape(()), total, torch.stack(peaks)
+
+
 def dot(a: TensorTrain, b: TensorTrain) -> torch.Tensor:
     """Inner product ``sum conj(a) * b`` as a 0-d tensor, ``O(d n r^3)`` time.
 
-    A polynomial in the cores, so its gradient exists everywhere (zero trains included).
+    The left-to-right Gram contraction with every core and partial environment rescaled by
+    a power of two (exact), so the result over- or underflows only where the value itself
+    does, and is bit-for-bit the plain contraction elsewhere.  NaN and Inf propagate.  A
+    polynomial in the cores (the scales are constants), so its gradient exists everywhere
+    (zero trains included).
 
     >>> import torch
     >>> from tnadapt.tt import TensorTrain
     >>> x = TensorTrain.random((3, 3, 3), 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     >>> bool(torch.isclose(dot(x, x), (x.full() ** 2).sum()))
     True
+    >>> float(dot(1e200 * x, 1e-200 * x) / dot(x, x))
+    1.0
     """
     check_compatible(a, b, "dot")
-    env = torch.ones(1, 1, dtype=a.dtype, device=a.device)  # (ra, rb)
-    for ga, gb in zip(a.cores, b.cores):
-        env = _left_env_step(env, ga, gb)
-    return env.reshape(())
+    m, e, _ = _scaled_inner(a, b)
+    return _times_power_of_two(m, e)
 
 
-def _norm_and_basis(a: TensorTrain) -> tuple[torch.Tensor, TensorTrain]:
-    """``||a||`` from the centre core of a canonical form of ``a``, and that canonical form (no autograd).
+def _gram_norm(a: TensorTrain) -> torch.Tensor:
+    """``sqrt(<a, a>)`` from the scaled Gram contraction (no QR): as fast as the plain Gram norm, never
+    over- or underflowing, NaN for NaN entries and Inf for Inf ones (0-d real, no autograd)."""
+    with torch.no_grad():
+        m, e, peaks = _scaled_inner(a, a)
+        half = torch.div(e, 2, rounding_mode="floor")
+        mant = m.real.clamp_min(0) * _power_of_two(e - 2 * half, m.real)  # e - 2 half in {0, 1}
+        value = _times_power_of_two(mant.sqrt(), half)
+        return torch.where(peaks.isfinite().all(), value, peaks.sum())
 
-    The form is ``a`` itself when its centre is known, else one QR sweep to centre ``d-1``.
+
+def _norm_value(a: TensorTrain, method: str) -> tuple[torch.Tensor, TensorTrain | None]:
+    """``||a||`` (0-d real, no autograd) and the canonical form it was read from (``None`` for ``"gram"``).
+
+    A known centre: the centre core's norm (``O(n r^2)``); else ``"qr"``: one QR sweep to centre
+    ``d-1``; ``"gram"``: the scaled Gram contraction (:func:`_gram_norm`).
     """
+    if a.center is None and method == "gram":
+        return _gram_norm(a), None
+    basis = _canonical_basis(a)
+    assert basis.center is not None
+    with torch.no_grad():
+        value = stable_norm(basis.cores[basis.center])
+        # LAPACK's Householder QR can leave a NaN in Q alone (a NaN leading entry of a column still
+        # gives a finite R), and off-centre cores are not read: flag non-finite cores explicitly, on the
+        # device (no host synchronisation; amax propagates NaN and never overflows).
+        peaks = torch.stack([c.abs().amax() for c in a.cores])
+        return torch.where(peaks.isfinite().all(), value, peaks.sum()), basis
+
+
+def _canonical_basis(a: TensorTrain) -> TensorTrain:
+    """A canonical form of ``a`` (itself when its centre is known, else one QR sweep to centre ``d-1``)."""
     from .canonical import orthogonalize_unchecked
 
     with torch.no_grad():
-        basis = a if a.center is not None else orthogonalize_unchecked(a, a.order - 1)
-        assert basis.center is not None
-        value = stable_norm(basis.cores[basis.center])
-        # LAPACK's Householder QR can leave a NaN in Q alone (a NaN leading entry of a column still
-        # gives a finite R), so the centre core may look finite: flag non-finite cores explicitly,
-        # on the device (no host synchronisation; amax propagates NaN and never overflows).
-        peaks = torch.stack([c.abs().amax() for c in a.cores])
-        return torch.where(peaks.isfinite().all(), value, peaks.sum()), basis
+        return a if a.center is not None else orthogonalize_unchecked(a, a.order - 1)
 
 
 def _projected_center(basis: TensorTrain, cores: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -186,22 +254,23 @@ def _projected_center(basis: TensorTrain, cores: tuple[torch.Tensor, ...]) -> to
 
 
 class _Norm(torch.autograd.Function):
-    """``||X||`` with the QR-sweep value and the gradient ``X / ||X||`` (``0`` at ``X = 0``).
+    """``||X||`` (value of :func:`_norm_value`) with the gradient ``X / ||X||`` (``0`` at ``X = 0``).
 
     Differentiating through the sweep's QR factorisations would give NaN wherever an
     unfolding is rank deficient (a zero core, zero-padded ranks), although the norm is
     smooth there (or, at ``X = 0``, has torch's subgradient ``0``).  The backward instead
-    differentiates ``||P X||`` with ``P`` the projection onto the span of the detached
-    canonical basis: ``P X = X``, so value and first derivative are exact.  Second
+    differentiates ``||P X||`` with ``P`` the projection onto the span of a detached
+    canonical basis (built in the backward: the QR sweep is paid only when a gradient is
+    asked for): ``P X = X``, so the first derivative is exact.  Second
     derivatives of the two differ, so double backward is refused (``once_differentiable``).
     """
 
     @staticmethod
-    def forward(ctx: Any, center: int | None, *cores: torch.Tensor) -> torch.Tensor:
-        value, basis = _norm_and_basis(TensorTrain(cores, center=center))
+    def forward(ctx: Any, center: int | None, method: str, *cores: torch.Tensor) -> torch.Tensor:
+        value, basis = _norm_value(TensorTrain(cores, center=center), method)
         ctx.num_cores = len(cores)
-        ctx.basis_center = basis.center
-        ctx.save_for_backward(*cores, *basis.cores)
+        ctx.center = center if basis is None else basis.center
+        ctx.save_for_backward(*cores, *(() if basis is None else basis.cores))
         return value
 
     @staticmethod
@@ -209,34 +278,52 @@ class _Norm(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         saved = ctx.saved_tensors
         d = ctx.num_cores
-        basis = TensorTrain(saved[d:], center=ctx.basis_center)
-        needed = [k for k in range(d) if ctx.needs_input_grad[k + 1]]
+        basis = _canonical_basis(TensorTrain(saved[d:] or saved, center=ctx.center))
+        needed = [k for k in range(d) if ctx.needs_input_grad[k + 2]]
         with torch.enable_grad():
             leaves = tuple(c.detach().requires_grad_(k in needed) for k, c in enumerate(saved[:d]))
             value = stable_norm(_projected_center(basis, leaves))
             grads = torch.autograd.grad(value, [leaves[k] for k in needed], grad)
-        out: list[torch.Tensor | None] = [None] * (d + 1)
+        out: list[torch.Tensor | None] = [None] * (d + 2)
         for k, g in zip(needed, grads):
-            out[k + 1] = g
+            out[k + 2] = g
         return tuple(out)
 
 
-def norm(a: TensorTrain) -> torch.Tensor:
-    """Frobenius norm through the orthogonality centre (0-d real tensor).
+def norm(a: TensorTrain, *, method: str = "qr") -> torch.Tensor:
+    """Frobenius norm (0-d real tensor); the centre core's norm whenever a centre is known.
 
-    Reuses a known centre; otherwise costs one QR sweep.  Like ``torch.linalg.vector_norm``
-    it does not raise on NaN or Inf entries: the norm is then NaN (or Inf), and so is the
-    gradient.  The gradient is that of ``torch.linalg.vector_norm(a.full())`` with respect to
-    every core — ``X / ||X||`` pulled back to the cores, ``0`` for the zero tensor (torch's
-    subgradient at 0), finite for rank-deficient cores — computed by one environment
-    contraction in the canonical gauge, not by differentiating the QR sweep, so it neither
-    over- nor underflows where the norm does not.  Only first derivatives are supported
-    (double backward raises).
+    Without a known centre, ``method="qr"`` (default) orthogonalises (one QR sweep): accurate
+    to round-off relative to ``||X||`` even for differences of nearly equal trains
+    (``(x - y).norm()``).  ``method="gram"`` is ``sqrt(<a, a>)`` by the left-to-right
+    contraction with every core and environment rescaled by an exact power of two: the cost
+    of the plain Gram contraction (about half the QR sweep), without its over- and underflow
+    (``1e±300`` norms in float64, ``1e±30`` in float32), a few ulps times ``d`` from the QR
+    value on well-conditioned trains — but a train that nearly cancels (a difference, or
+    ``||X||`` far below the product of its cores' norms) keeps only about ``sqrt(u)`` relative
+    to that scale, so use it for norms of trains, not of residuals.  Like
+    ``torch.linalg.vector_norm`` neither raises on NaN or Inf entries: the norm is then NaN
+    (or Inf), and so is the gradient.  The gradient (both methods) is that of
+    ``torch.linalg.vector_norm(a.full())`` with respect to every core — ``X / ||X||`` pulled
+    back to the cores, ``0`` for the zero tensor (torch's subgradient at 0), finite for
+    rank-deficient cores — computed by one environment contraction in a canonical gauge (for
+    ``"gram"`` the QR sweep runs in the backward), not by differentiating the QR sweep, so it
+    neither over- nor underflows where the norm does not.  Only first derivatives are
+    supported (double backward raises).
+
+    >>> import torch
+    >>> from tnadapt.tt import TensorTrain
+    >>> x = TensorTrain.random((4, 4, 4), 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> big = 1e300 * x
+    >>> bool(torch.isclose(norm(big, method="gram"), norm(big))), bool(torch.isfinite(norm(big, method="gram")))
+    (True, True)
     """
+    if method not in ("qr", "gram"):
+        raise ValueError(f"method: expected 'qr' or 'gram', got {method!r}")
     if torch.is_grad_enabled() and a.requires_grad:
-        out: torch.Tensor = _Norm.apply(a.center, *a.cores)
+        out: torch.Tensor = _Norm.apply(a.center, method, *a.cores)
         return out
-    return _norm_and_basis(a)[0]
+    return _norm_value(a, method)[0]
 
 
 def contract(tt: TensorTrain, factors: Mapping[int, torch.Tensor]) -> TensorTrain | torch.Tensor:

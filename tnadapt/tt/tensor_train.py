@@ -341,15 +341,16 @@ class TensorTrain:
 
         return dot(self, other)
 
-    def norm(self) -> torch.Tensor:
-        """Frobenius norm, computed stably through orthogonalisation (0-d real tensor).
+    def norm(self, *, method: str = "qr") -> torch.Tensor:
+        """Frobenius norm (0-d real tensor): ``"qr"`` through orthogonalisation, ``"gram"`` by the
+        scaled Gram contraction (faster; see :func:`tnadapt.tt.ops.norm` for the accuracy trade-off).
 
         Its gradient is that of ``torch.linalg.vector_norm(self.full())`` (``0`` for the zero
         tensor), see :func:`tnadapt.tt.ops.norm`.
         """
         from .ops import norm
 
-        return norm(self)
+        return norm(self, method=method)
 
     def contract(self, factors: Mapping[int, torch.Tensor]) -> TensorTrain | torch.Tensor:
         """Mode products; see :func:`tnadapt.tt.ops.contract`."""
