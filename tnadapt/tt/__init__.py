@@ -16,6 +16,7 @@ True
 """
 
 from .canonical import is_left_orthonormal, is_right_orthonormal, left_qr_step, orthogonalize, right_qr_step
+from .cross import CrossReport, apply, cross, maxvol
 from .decompositions import tt_svd
 from .indexing import gather, getitem
 from .init import init_core, make_cores
@@ -30,13 +31,16 @@ from .twosite import SweepReport, dmrg_sweep, merge, replace_two_site, split
 
 __all__ = [
     "DEFAULT_MAX_DENSE_ELEMENTS",
+    "CrossReport",
     "LowRankReport",
     "SweepReport",
     "TensorTrain",
     "TruncatedSVD",
     "TruncationReport",
     "add",
+    "apply",
     "contract",
+    "cross",
     "dmrg_sweep",
     "dot",
     "gather",
@@ -48,6 +52,7 @@ __all__ = [
     "left_qr_step",
     "make_cores",
     "max_ranks",
+    "maxvol",
     "merge",
     "norm",
     "orthogonalize",

@@ -6,8 +6,8 @@ Rank rules (``r`` and ``s`` are the bond ranks of the operands):
 * ``c * a``: ranks unchanged (the scalar multiplies the first core);
 * ``a * b`` (Hadamard): ranks ``r_k * s_k`` (Kronecker product of slices).
 
-``dot`` contracts left to right at cost ``O(d n r^3)`` and memory ``O(n r^2)``, every core
-and environment rescaled by a power of two (exact), so it neither over- nor underflows
+``dot`` contracts left to right at cost ``O(d n r^3)`` and memory ``O(n r^2)``, the
+environment rescaled by powers of two (exact) at every step, so it neither over- nor underflows
 where the result does not; ``norm`` orthogonalises and takes the Frobenius norm of the
 centre core (accurate for differences too), or with ``method="gram"`` takes ``sqrt`` of the
 scaled Gram contraction (half the cost, no over/underflow, but only ``sqrt(u)`` accurate on
@@ -131,9 +131,9 @@ def _right_env_step(env: torch.Tensor, ga: torch.Tensor, gb: torch.Tensor) -> to
     return tmp @ ga.reshape(ra0, n * ra1).mH
 
 
-def _exponent(t: torch.Tensor, limit: int) -> torch.Tensor:
-    """``e`` with ``max|t| / 2**e`` in ``[0.5, 1)`` (0 for zero, NaN and Inf), clamped to ``±limit`` (int32 0-d)."""
-    return torch.frexp(t.detach().abs().amax())[1].clamp(-limit, limit)
+def _exponent(peak: torch.Tensor, limit: int) -> torch.Tensor:
+    """``e`` with ``peak / 2**e`` in ``[0.5, 1)`` (0 for zero, NaN and Inf), clamped to ``±limit`` (int32 0-d)."""
+    return torch.frexp(peak)[1].clamp(-limit, limit)
 
 
 def _power_of_two(e: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -149,10 +149,12 @@ def _times_power_of_two(x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
 
 
 def _scaled_inner(a: TensorTrain, b: TensorTrain) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``<a, b> = m * 2**e``: the Gram contraction with every core and environment scaled by a power of two.
+    """``<a, b> = m * 2**e``: the Gram contraction with the environment rescaled by powers of two at every step.
 
     Returns ``(m, e, peaks)``: the 0-d mantissa, the int32 exponent and the per-core
-    ``max |entry|`` of both trains (for the non-finite checks of the callers).  Scaling by
+    ``max |entry|`` of both trains (for the non-finite checks of the callers).  Before each step
+    the environment is divided by ``2**(e_a + e_b)`` (the two cores' exponents), after it by
+    its own peak's power of two, so every intermediate stays ``O(r n)``.  Scaling by
     powers of two is exact, so ``m * 2**e`` is bit-for-bit the unscaled contraction whenever
     that one neither over- nor underflows — and stays finite and accurate when it would.
     The scale factors are constants for autograd (the gradient is that of ``<a, b>``).
@@ -161,22 +163,27 @@ def _scaled_inner(a: TensorTrain, b: TensorTrain) -> tuple[torch.Tensor, torch.T
     limit = int(math.log2(torch.finfo(real).max)) - 2
     env = torch.ones(1, 1, dtype=a.dtype, device=a.device)  # (ra, rb)
     total = torch.zeros((), dtype=torch.int32, device=a.device)
+    # The environment (not the core: a pass over every core saved) is pre-scaled by the cores'
+    # exponents, clamped so that it stays a normal number; the step then yields values ~ 1.
+    pre_limit = limit - 24
     peaks = []
     for ga, gb in zip(a.cores, b.cores):
-        ea, eb = _exponent(ga, limit), _exponent(gb, limit)
-        peaks += [ga.detach().abs().amax(), gb.detach().abs().amax()]
-        env = _left_env_step(env, ga * _power_of_two(-ea, ga), gb * _power_of_two(-eb, gb))
-        ee = _exponent(env, limit)
+        pa = ga.detach().abs().amax()
+        pb = pa if gb is ga else gb.detach().abs().amax()
+        peaks += [pa, pb]
+        pre = (_exponent(pa, limit) + _exponent(pb, limit)).clamp(-pre_limit, pre_limit)
+        env = _left_env_step(env * _power_of_two(-pre, env), ga, gb)
+        ee = _exponent(env.detach().abs().amax(), limit)
         env = env * _power_of_two(-ee, env)
-        total = total + ea + eb + ee
+        total = total + pre + ee
     return env.reshape(()), total, torch.stack(peaks)
 
 
 def dot(a: TensorTrain, b: TensorTrain) -> torch.Tensor:
     """Inner product ``sum conj(a) * b`` as a 0-d tensor, ``O(d n r^3)`` time.
 
-    The left-to-right Gram contraction with every core and partial environment rescaled by
-    a power of two (exact), so the result over- or underflows only where the value itself
+    The left-to-right Gram contraction with the partial environment rescaled by powers of
+    two (exact) at every step, so the result over- or underflows only where the value itself
     does, and is bit-for-bit the plain contraction elsewhere.  NaN and Inf propagate.  A
     polynomial in the cores (the scales are constants), so its gradient exists everywhere
     (zero trains included).
@@ -296,7 +303,7 @@ def norm(a: TensorTrain, *, method: str = "qr") -> torch.Tensor:
     Without a known centre, ``method="qr"`` (default) orthogonalises (one QR sweep): accurate
     to round-off relative to ``||X||`` even for differences of nearly equal trains
     (``(x - y).norm()``).  ``method="gram"`` is ``sqrt(<a, a>)`` by the left-to-right
-    contraction with every core and environment rescaled by an exact power of two: the cost
+    contraction with the environment rescaled by exact powers of two at every step: the cost
     of the plain Gram contraction (about half the QR sweep), without its over- and underflow
     (``1e±300`` norms in float64, ``1e±30`` in float32), a few ulps times ``d`` from the QR
     value on well-conditioned trains — but a train that nearly cancels (a difference, or
