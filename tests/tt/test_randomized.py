@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from _helpers import as_float, reference, rtol, scaled, trains
@@ -95,9 +97,8 @@ def test_randomized_rounding_is_reproducible_with_a_seed(x: TensorTrain, cap: in
 @given(summands(dtypes=[torch.float32, torch.float64, torch.complex128]), st.data())
 @scaled(0.5)
 def test_deterministic_round_sum_equals_rounding_the_formed_sum(xs: list[TensorTrain], data: st.DataObject) -> None:
-    kw = data.draw(
-        st.sampled_from([{}, {"max_rank": 2}, {"eps": 1e-2}, {"cutoff": 1e-4}, {"max_rank": 3, "eps": 1e-6}])
-    )
+    options: list[dict[str, Any]] = [{}, {"max_rank": 2}, {"eps": 1e-2}, {"cutoff": 1e-4}, {"max_rank": 3, "eps": 1e-6}]
+    kw = data.draw(st.sampled_from(options))
     formed = xs[0]
     for x in xs[1:]:
         formed = formed + x
