@@ -89,6 +89,8 @@ def test_randomized_rounding_is_reproducible_with_a_seed(x: TensorTrain, cap: in
     b = round_tt(x, max_rank=cap, method="randomized", generator=seed)
     assert all(torch.equal(p, q) for p, q in zip(a.tt.cores, b.tt.cores))
     assert torch.equal(a.discarded, b.discarded)
+    c = x.round(max_rank=cap, method="randomized", generator=seed)
+    assert all(torch.equal(p, q) for p, q in zip(a.tt.cores, c.cores))
 
 
 # ----------------------------------------------------------------------------- round_sum

@@ -391,11 +391,24 @@ class TensorTrain:
         eps: float | None = None,
         cutoff: float | None = None,
         min_rank: int = 1,
+        method: str = "deterministic",
+        oversample: int = 10,
+        generator: torch.Generator | int | None = None,
     ) -> TensorTrain:
-        """TT-rounding (Oseledets); see :func:`tnadapt.tt.rounding.round_tt` for the report."""
+        """TT-rounding (Oseledets, or randomized with ``method="randomized"``); see
+        :func:`tnadapt.tt.rounding.round_tt` for the options and the report."""
         from .rounding import round_tt
 
-        return round_tt(self, max_rank=max_rank, eps=eps, cutoff=cutoff, min_rank=min_rank).tt
+        return round_tt(
+            self,
+            max_rank=max_rank,
+            eps=eps,
+            cutoff=cutoff,
+            min_rank=min_rank,
+            method=method,
+            oversample=oversample,
+            generator=generator,
+        ).tt
 
     def merge(self, k: int) -> torch.Tensor:
         """Two-site supercore of cores ``k, k+1``: shape ``(r_{k-1}, n_k, n_{k+1}, r_{k+1})``."""
