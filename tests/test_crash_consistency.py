@@ -143,35 +143,52 @@ def test_new_directory_every_crash_point(tmp_path):
 
 
 # ---------------------------------------------------------------------- at random, with SIGKILL
+def _saving_child(save: Callable[[int], None], tag: int) -> tuple[int, int]:
+    """Fork a child that writes ``s``, runs ``save(tag)``, writes ``d`` and waits to be killed; ``(pid, pipe)``
+    once the child has started its save."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            torch.set_num_threads(1)
+            os.write(write_fd, b"s")
+            save(tag)
+            os.write(write_fd, b"d")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    assert os.read(read_fd, 1) == b"s"
+    return pid, read_fd
+
+
 def random_kills(save: Callable[[int], None], check: Callable[[], int], *, kills: int, seed: int) -> dict[str, int]:
-    """Kill a child at a random instant of ``save(tag)``, ``kills`` times; ``check()`` returns the loaded tag."""
+    """Kill a child at a random instant of ``save(tag)``, ``kills`` times; ``check()`` returns the loaded tag.
+
+    A save's duration is measured in forked children like the killed ones (a child is slower than the parent:
+    copy-on-write faults); even kills land uniformly inside that duration, odd ones up to twice it, so both
+    outcomes (killed before and after the commit) occur under any machine load.
+    """
     rng = random.Random(seed)
     durations = []
     for tag in (1, 2, 3):
         t0 = time.perf_counter()
-        save(tag)
+        pid, fd = _saving_child(save, tag)
+        assert os.read(fd, 1) == b"d"
         durations.append(time.perf_counter() - t0)
-    span = 1.3 * statistics.median(durations) + 0.002
-    old, outcomes = 3, {"old": 0, "new": 0}
-    for i in range(kills):
-        new = 100 + i
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(read_fd)
-                torch.set_num_threads(1)
-                os.write(write_fd, b"s")
-                save(new)
-                time.sleep(60)
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        assert os.read(read_fd, 1) == b"s"
-        os.close(read_fd)
-        time.sleep(rng.uniform(0.0, span))
+        os.close(fd)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+    span = statistics.median(durations)
+    old, outcomes = check(), {"old": 0, "new": 0}
+    for i in range(kills):
+        new = 100 + i
+        pid, fd = _saving_child(save, new)
+        time.sleep(rng.uniform(0.0, span) if i % 2 == 0 else rng.uniform(0.5 * span, 2.0 * span))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
         loaded = check()
         assert loaded in (old, new), f"kill {i}: tag {loaded}, expected {old} (old) or {new} (new)"
         outcomes["new" if loaded == new else "old"] += 1
