@@ -3,85 +3,70 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed_helpers import run_workers
 from optim_helpers import TinyNet, regression_data
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from tnadapt.optim import DMRGRankScheduler, NonFiniteCoresError, rewrap_ddp
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        net = TinyNet(rank=5, seed=0)
-        model = DDP(net)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        sched = DMRGRankScheduler(opt, net, {2: 3, 4: [4, 2, 4]}, unit="step", growth_noise=0.05)
-        x, y = regression_data(n=16, seed=10 + rank)  # each rank its own shard
-        losses = []
-        for step in range(6):
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            if rank == 1 and step == 0:
-                # Simulate rank divergence (e.g. a non-reproducible kernel): the sweep must undo it.
-                with torch.no_grad():
-                    net.adapter.cores[1].add_(1e-4)
-            records = sched.step()
-            if any(r.applied for r in records):
-                model = rewrap_ddp(model)
-        cores = [c.detach().clone() for c in net.adapter.cores]
-        flat = torch.cat([c.reshape(-1) for c in cores])
-        gathered = [torch.empty_like(flat) for _ in range(world)]
-        dist.all_gather(gathered, flat)
-        # A non-finite core on the source rank aborts the sweep on every rank, nobody deadlocks.
-        if rank == 0:
+def _worker(rank: int, world: int, out_dir: str) -> None:
+    net = TinyNet(rank=5, seed=0)
+    model = DDP(net)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    sched = DMRGRankScheduler(opt, net, {2: 3, 4: [4, 2, 4]}, unit="step", growth_noise=0.05)
+    x, y = regression_data(n=16, seed=10 + rank)  # each rank its own shard
+    losses = []
+    for step in range(6):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if rank == 1 and step == 0:
+            # Simulate rank divergence (e.g. a non-reproducible kernel): the sweep must undo it.
             with torch.no_grad():
-                net.adapter.cores[0][0, 0, 0] = float("nan")
-        try:
-            sched.sweep(2)
-            aborted = False
-        except NonFiniteCoresError:
-            aborted = True
-        Path(out_dir, f"rank{rank}.json").write_text(
-            json.dumps(
-                {
-                    "ranks": list(net.adapter.ranks),
-                    "identical": all(torch.equal(g, gathered[0]) for g in gathered),
-                    "history": [r.to_dict() for r in sched.history],
-                    "losses": losses,
-                    "aborted": aborted,
-                    "unchanged_after_abort": all(
-                        torch.equal(a, b) or bool(torch.isnan(b).any()) for a, b in zip(cores, net.adapter.cores)
-                    ),
-                }
-            )
+                net.adapter.cores[1].add_(1e-4)
+        records = sched.step()
+        if any(r.applied for r in records):
+            model = rewrap_ddp(model)
+    cores = [c.detach().clone() for c in net.adapter.cores]
+    flat = torch.cat([c.reshape(-1) for c in cores])
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    # A non-finite core on the source rank aborts the sweep on every rank, nobody deadlocks.
+    if rank == 0:
+        with torch.no_grad():
+            net.adapter.cores[0][0, 0, 0] = float("nan")
+    try:
+        sched.sweep(2)
+        aborted = False
+    except NonFiniteCoresError:
+        aborted = True
+    Path(out_dir, f"rank{rank}.json").write_text(
+        json.dumps(
+            {
+                "ranks": list(net.adapter.ranks),
+                "identical": all(torch.equal(g, gathered[0]) for g in gathered),
+                "history": [r.to_dict() for r in sched.history],
+                "losses": losses,
+                "aborted": aborted,
+                "unchanged_after_abort": all(
+                    torch.equal(a, b) or bool(torch.isnan(b).any()) for a, b in zip(cores, net.adapter.cores)
+                ),
+            }
         )
-    finally:
-        dist.destroy_process_group()
+    )
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built into this torch")
 def test_ddp_two_processes_identical_cores_and_rewrap(tmp_path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_workers(_worker, str(tmp_path))  # gloo, 2 processes, a hang fails after the timeout
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for res in results:
         assert res["identical"], "cores differ across ranks after the sweeps"
