@@ -20,6 +20,7 @@ from .cross import CrossReport, apply, cross, maxvol
 from .decompositions import tt_svd
 from .indexing import gather, getitem
 from .init import init_core, make_cores
+from .io import load_tt, save_tt
 from .lowrank import LowRankReport, tt_from_lowrank
 from .ops import add, contract, dot, hadamard, norm, scale
 from .padding import max_ranks, pad_ranks
@@ -50,6 +51,7 @@ __all__ = [
     "is_left_orthonormal",
     "is_right_orthonormal",
     "left_qr_step",
+    "load_tt",
     "make_cores",
     "max_ranks",
     "maxvol",
@@ -61,6 +63,7 @@ __all__ = [
     "right_qr_step",
     "round_sum",
     "round_tt",
+    "save_tt",
     "scale",
     "select_rank",
     "split",
