@@ -61,11 +61,15 @@ def test_non_finite_values_and_device(tmp_path: Path) -> None:
     assert y.device == torch.device("cpu")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_load_to_cuda_and_save_from_cuda(tmp_path: Path) -> None:
-    x = TensorTrain.random((3, 4), ranks=2, dtype=torch.complex64, device="cuda").orthogonalize(0)
-    y = load_tt(save_tt(x, tmp_path / "x.safetensors"), device="cuda")
-    assert y.device.type == "cuda" and y.center == 0
+#: Every device of this machine (CPU always, so nothing is skipped where there is no accelerator).
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_save_from_and_load_to_a_device(tmp_path: Path, device: str) -> None:
+    x = TensorTrain.random((3, 4), ranks=2, dtype=torch.complex64, device=device).orthogonalize(0)
+    y = load_tt(save_tt(x, tmp_path / "x.safetensors"), device=device)
+    assert y.device.type == device and y.center == 0
     assert all(torch.equal(a, b) for a, b in zip(x.cores, y.cores, strict=True))
 
 
