@@ -268,9 +268,11 @@ def test_save_training_state_random_kills(tmp_path):
 
 
 def test_epoch_checkpoint_every_crash_point(tmp_path):
-    """The fine-tuning checkpoint (adapter/ + training state + COMPLETE, assembled in a staged directory as
-    ``tnadapt.finetune.trainer`` does): after a crash at any instant the latest complete checkpoint loads whole."""
-    from tnadapt.finetune.checkpoint import checkpoint_dir, latest_checkpoint, mark_complete
+    """The fine-tuning checkpoint (adapter/ + training state + COMPLETE in one ``write_checkpoint``, as
+    ``tnadapt.finetune.trainer`` writes it): after a crash at any instant the latest complete checkpoint loads whole."""
+    from tnadapt.finetune.checkpoint import latest_checkpoint, write_checkpoint
+    from tnadapt.nn.serialization import adapter_files
+    from tnadapt.optim import training_state_files
 
     model = tagged_model(width=8)
     adapter = get_adapters(model)[0]
@@ -280,10 +282,9 @@ def test_epoch_checkpoint_every_crash_point(tmp_path):
         with torch.no_grad():
             for core in adapter.cores:
                 core.fill_(float(epoch))
-        with atomic.staged_directory(checkpoint_dir(tmp_path, epoch)) as stage:
-            save_adapter(model, stage / "adapter")
-            save_training_state(stage, opt, extra={"epoch": epoch})
-            mark_complete(stage)
+        files = {f"adapter/{name}": data for name, data in adapter_files(model).items()}
+        files.update(training_state_files(opt, extra={"epoch": epoch}))
+        write_checkpoint(tmp_path, epoch, files)
 
     save(1)
     k = 0
@@ -328,3 +329,34 @@ def test_concurrent_saves_to_one_directory(tmp_path):
     assert read_tag(target) in (124, 224)
     assert (tmp_path / "link").is_symlink() and read_tag(tmp_path / "link") == read_tag(target)
     assert leftovers(target) == []
+
+
+def test_nested_saves_inside_a_staged_directory_every_crash_point(tmp_path):
+    """Saves nested in a staged directory (their targets are inside the hidden staging folder) are as safe, and
+    what they leave beside a killed staging folder is cleared with it."""
+    model = tagged_model(width=8)
+    adapter = get_adapters(model)[0]
+    opt = torch.optim.Adam(adapter.parameters(), lr=0.1)
+    target = tmp_path / "run"
+
+    def save(tag: int) -> None:
+        with torch.no_grad():
+            for core in adapter.cores:
+                core.fill_(float(tag))
+        with atomic.staged_directory(target) as stage:
+            save_adapter(model, stage / "adapter")
+            save_training_state(stage, opt, extra={"tag": tag})
+
+    save(1)
+    k = 0
+    while True:
+        k += 1
+        finished = run_child(lambda: save(2), die_at=k)
+        tag = load_training_state(target, torch.optim.Adam(adapter.parameters()))["tag"]
+        owner = get_adapters(load_adapter(_plain_base(width=8), target / "adapter"))[0]
+        assert all(bool((c == tag).all()) for c in owner.cores), f"crash point {k}: adapter of another save"
+        if finished:
+            break
+    assert tag == 2 and k > 20, k
+    save(3)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"], "leftovers of killed nested saves remain"

@@ -322,9 +322,7 @@ def write_files(directory: str | os.PathLike[str], files: Mapping[str, bytes], *
             raise ValueError(f"files: expected relative paths inside the directory, got {name!r}")
         rel[path] = data
     target = check_directory_arg(directory, argument)
-    if target.is_symlink():
-        target = Path(os.path.realpath(target))
-    with staged_directory(target, argument=argument) as staging:
+    with staged_directory(target, argument=argument) as staging:  # (which resolves a symlinked target)
         if target.is_dir():
             parents = {p for path in rel for p in path.parents if p != PurePosixPath(".")}
             _carry_over(target, staging, set(rel), PurePosixPath("."))

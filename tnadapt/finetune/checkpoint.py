@@ -8,15 +8,14 @@ Layout of a run directory ``OUT``::
                                         optimizer, LR schedule, rank scheduler, history
     OUT/checkpoints/epoch-003/COMPLETE  the checkpoint is whole
 
-Each epoch's directory is assembled under a hidden name and moved into place in one step
-(:func:`tnadapt.atomic.staged_directory`), so a kill at any instant leaves either no
-``epoch-003`` (resume starts after epoch 2) or a whole one.
+Each epoch's directory is written in one step (:func:`write_checkpoint`, through
+:func:`tnadapt.atomic.write_files`), so a kill at any instant leaves either no ``epoch-003``
+(resume starts after epoch 2) or a whole one.
 
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
-...     (Path(d) / "checkpoints" / "epoch-002").mkdir(parents=True)
-...     mark_complete(Path(d) / "checkpoints" / "epoch-002")
-...     (Path(d) / "checkpoints" / "epoch-003").mkdir()          # interrupted: no COMPLETE marker
+...     _ = write_checkpoint(d, 2, {"adapter/a.json": b"{}"})
+...     (Path(d) / "checkpoints" / "epoch-003").mkdir()          # not written by write_checkpoint: no COMPLETE
 ...     latest_checkpoint(d).name
 'epoch-002'
 """
@@ -30,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_file
+from ..atomic import write_file, write_files
 from .errors import UserError
 
 __all__ = [
@@ -39,8 +38,8 @@ __all__ = [
     "check_run_config",
     "checkpoint_dir",
     "latest_checkpoint",
-    "mark_complete",
     "read_run_config",
+    "write_checkpoint",
     "write_json",
 ]
 
@@ -59,9 +58,10 @@ def checkpoint_dir(out: str | os.PathLike[str], epoch: int) -> Path:
     return Path(out) / "checkpoints" / f"epoch-{epoch:03d}"
 
 
-def mark_complete(directory: Path) -> None:
-    """Write the ``COMPLETE`` marker (last step of a checkpoint)."""
-    write_json(directory / COMPLETE, {"complete": True})
+def write_checkpoint(out: str | os.PathLike[str], epoch: int, files: Mapping[str, bytes]) -> Path:
+    """Write ``files`` (relative path -> bytes) and the ``COMPLETE`` marker as ``OUT/checkpoints/epoch-NNN``, all at once."""
+    marker = (json.dumps({"complete": True}) + "\n").encode("utf-8")
+    return write_files(checkpoint_dir(out, epoch), {**files, COMPLETE: marker})
 
 
 def latest_checkpoint(out: str | os.PathLike[str]) -> Path | None:

@@ -129,24 +129,27 @@ class Attached:
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         return sorted(named, key=lambda item: item[0].startswith(HEAD_MODULE + "."))
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the adapter (+ heads): tnadapt methods via :func:`tnadapt.nn.save_adapter`, LoRA/head as safetensors."""
-        directory = Path(directory)
+    def files(self) -> dict[str, bytes]:
+        """What :meth:`save` writes (name -> bytes): the tnadapt adapter files, or LoRA/head safetensors + config."""
         if self.is_tnadapt:
-            from ..nn import save_adapter
+            from ..nn.serialization import adapter_files
 
-            return save_adapter(self.model, directory)
-        from ..atomic import write_files
+            return adapter_files(self.model)
         from ..nn.serialization import tensor_bytes
 
         state = {n: p for n, p in self.model.named_parameters() if "lora_" in n or n.startswith(HEAD_MODULE + ".")}
         spec = {**self.spec.to_dict(), "targets": list(self.targets)}
         config = {"method": self.spec.method, "spec": spec, "num_labels": self.model.num_labels}
-        files = {
+        return {
             LORA_WEIGHTS: tensor_bytes(state, {"format": "pt", "tnadapt_method": self.spec.method}),
             LORA_CONFIG: (json.dumps(config, indent=2) + "\n").encode(),
         }
-        return write_files(directory, files)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write :meth:`files` into ``directory``, all-or-nothing (:func:`tnadapt.atomic.write_files`)."""
+        from ..atomic import write_files
+
+        return write_files(directory, self.files())
 
     def restore(self, directory: str | Path) -> None:
         """Load what :meth:`save` wrote into this model (adapter ranks included); parameters stay trainable."""

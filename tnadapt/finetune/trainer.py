@@ -26,9 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import staged_directory
 from .batching import IGNORE_INDEX, Encoded, collate, lm_labels, make_batches
-from .checkpoint import checkpoint_dir, latest_checkpoint, mark_complete
+from .checkpoint import latest_checkpoint, write_checkpoint
 from .device import autocast, check_precision, grad_scaler, resolve_device
 from .errors import MAX_SEED, UserError, check_int
 from .methods import Attached
@@ -487,13 +486,12 @@ class Trainer:
         )
 
     def _checkpoint(self, epoch: int, opt: Any, lr_sched: Any, rank_sched: Any, scaler: Any) -> None:
-        from ..optim import save_training_state
+        from ..optim import training_state_files
 
         assert self.out is not None
         extra: dict[str, Any] = {"epoch": epoch, "history": [asdict(r) for r in self.history]}
         if scaler.is_enabled():
             extra["grad_scaler"] = scaler.state_dict()  # fp16: the loss scale and its growth tracker (JSON numbers)
-        with staged_directory(checkpoint_dir(self.out, epoch)) as stage:  # the whole epoch appears at once
-            self.attached.save(stage / "adapter")
-            save_training_state(stage, opt, scheduler=rank_sched, lr_scheduler=lr_sched, extra=extra)
-            mark_complete(stage)
+        files = {f"adapter/{name}": data for name, data in self.attached.files().items()}
+        files.update(training_state_files(opt, scheduler=rank_sched, lr_scheduler=lr_sched, extra=extra))
+        write_checkpoint(self.out, epoch, files)  # the whole epoch appears at once

@@ -127,7 +127,6 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
     All-or-nothing: the directory holds the previous save or this one, whatever happens
     (see :mod:`tnadapt.atomic`); other files in an existing directory are kept.
     """
-    directory = check_directory_arg(directory)
     return write_files(directory, adapter_files(model))
 
 

@@ -12,7 +12,7 @@ the Hugging Face ``Trainer``.  See ``docs/rank_adaptive.md``.
 [8, 6, 4]
 """
 
-from .checkpoint import load_training_state, save_training_state
+from .checkpoint import load_training_state, save_training_state, training_state_files
 from .distributed import TTCoreSync, prepare_distributed, rewrap_ddp
 from .records import SweepRecord
 from .scheduler import DMRGRankScheduler, NonFiniteCoresError, RankClippedWarning, TTAdapterLike
@@ -48,4 +48,5 @@ __all__ = [
     "rewrap_ddp",
     "round_half_up",
     "save_training_state",
+    "training_state_files",
 ]

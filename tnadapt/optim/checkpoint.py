@@ -45,7 +45,7 @@ from safetensors.torch import save as st_save
 
 from ..atomic import check_directory_arg, file_digest, resolve_directory, write_files
 
-__all__ = ["load_training_state", "save_training_state"]
+__all__ = ["load_training_state", "save_training_state", "training_state_files"]
 
 TENSORS_FILE = "optimizer.safetensors"
 STATE_FILE = "training_state.json"
@@ -97,21 +97,20 @@ def _decode(obj: Any, tensors: Mapping[str, torch.Tensor], where: str) -> Any:
     return obj
 
 
-def save_training_state(
-    directory: str | os.PathLike[str],
+def training_state_files(
     optimizer: torch.optim.Optimizer,
     *,
     scheduler: Any = None,
     lr_scheduler: Any = None,
     extra: Mapping[str, Any] | None = None,
-) -> None:
-    """Write ``optimizer`` (and optional rank ``scheduler``, ``lr_scheduler``, JSON ``extra``) to ``directory``.
+) -> dict[str, bytes]:
+    """The files of :func:`save_training_state` (name -> bytes), not yet written.
 
-    Files: ``optimizer.safetensors`` (every tensor) and ``training_state.json``.
+    ``optimizer.safetensors`` (every tensor) and ``training_state.json`` (the rest, with the
+    tensors file's sha256).  Raises before anything is written if ``extra`` is not JSON-able.
     """
     from .state import unwrap_optimizer
 
-    root = check_directory_arg(directory)
     tensors: dict[str, torch.Tensor] = {}
     doc: dict[str, Any] = {
         "format": FORMAT_NAME,
@@ -122,10 +121,26 @@ def save_training_state(
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "extra": None if extra is None else dict(extra),
     }
-    json.dumps(doc)  # fail before anything is written if extra is not JSON-able
+    json.dumps(doc)  # fail before any bytes are made if extra is not JSON-able
     data = st_save(tensors)
     doc["files"] = {TENSORS_FILE: file_digest(data)}
-    write_files(root, {TENSORS_FILE: data, STATE_FILE: json.dumps(doc).encode("utf-8")})
+    return {TENSORS_FILE: data, STATE_FILE: json.dumps(doc).encode("utf-8")}
+
+
+def save_training_state(
+    directory: str | os.PathLike[str],
+    optimizer: torch.optim.Optimizer,
+    *,
+    scheduler: Any = None,
+    lr_scheduler: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``optimizer`` (and optional rank ``scheduler``, ``lr_scheduler``, JSON ``extra``) to ``directory``.
+
+    Files: ``optimizer.safetensors`` (every tensor) and ``training_state.json``
+    (:func:`training_state_files`), written all-or-nothing; other files in ``directory`` are kept.
+    """
+    write_files(directory, training_state_files(optimizer, scheduler=scheduler, lr_scheduler=lr_scheduler, extra=extra))
 
 
 def load_training_state(
