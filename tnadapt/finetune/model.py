@@ -105,6 +105,17 @@ def _check_no_pickle_only(path: Path) -> None:
         )
 
 
+def _load_pretrained(path: Path, auto_class: Any, transformers: Any) -> tuple[Any, nn.Module]:
+    """``(tokenizer, model)`` of ``auto_class`` from ``path``, offline and from safetensors only; one-line errors."""
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = auto_class.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--model: {str(path)!r} could not be loaded as a Hugging Face model ({first})") from None
+    return tokenizer, model
+
+
 def load_encoder(model: str | os.PathLike[str] | None = None) -> tuple[nn.Module, Any, Path]:
     """``(encoder, tokenizer, path)`` for a local model directory (default: the embedded model).
 
@@ -114,12 +125,7 @@ def load_encoder(model: str | os.PathLike[str] | None = None) -> tuple[nn.Module
     path = resolve_model_path(model)
     _check_no_pickle_only(path)
     transformers = _quiet_transformers()
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        encoder = transformers.AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--model: {str(path)!r} could not be loaded as a Hugging Face model ({first})") from None
+    tokenizer, encoder = _load_pretrained(path, transformers.AutoModel, transformers)
     if not hasattr(encoder.config, "hidden_size"):
         raise UserError(f"--model: {str(path)!r} has no hidden_size in its config; expected a transformer encoder")
     return encoder.float().eval(), tokenizer, path
@@ -168,12 +174,7 @@ def load_causal_lm(model: str | os.PathLike[str] | None = None) -> tuple[nn.Modu
     _check_no_pickle_only(path)
     transformers = _quiet_transformers()
     _check_causal(_load_config(path, transformers), path)
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        lm = transformers.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--model: {str(path)!r} could not be loaded as a Hugging Face model ({first})") from None
+    tokenizer, lm = _load_pretrained(path, transformers.AutoModelForCausalLM, transformers)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:
             raise UserError(
