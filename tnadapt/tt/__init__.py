@@ -22,6 +22,8 @@ from .indexing import gather, getitem
 from .init import init_core, make_cores
 from .io import load_tt, save_tt
 from .lowrank import LowRankReport, tt_from_lowrank
+from .matrix import TTMatrix
+from .matvec import matvec
 from .ops import add, contract, dot, hadamard, norm, scale
 from .padding import max_ranks, pad_ranks
 from .randomized import round_sum
@@ -35,6 +37,7 @@ __all__ = [
     "CrossReport",
     "LowRankReport",
     "SweepReport",
+    "TTMatrix",
     "TensorTrain",
     "TruncatedSVD",
     "TruncationReport",
@@ -53,6 +56,7 @@ __all__ = [
     "left_qr_step",
     "load_tt",
     "make_cores",
+    "matvec",
     "max_ranks",
     "maxvol",
     "merge",
