@@ -2,6 +2,9 @@
 
 * :class:`GlobalTTAdapter` — one tensor train shared by all adapted layers (MetaTT);
 * :class:`MetaTTConfig` + :func:`wrap` — adapt the ``nn.Linear`` targets of a model in place;
+* :func:`add_adapter`, :func:`set_adapter`, :func:`delete_adapter`, :func:`list_adapters`,
+  :func:`active_adapter` — several named adapters on one model (peft's verbs);
+  :func:`mixed_forward` / ``adapter_context(model, adapter_names=...)`` — one adapter per sample;
 * :func:`adapter_context`, :func:`disable`, :func:`merge`, :func:`unmerge`,
   :func:`merge_and_unload`, :func:`unwrap` — steering a wrapped model;
 * :func:`save_adapter` / :func:`load_adapter` — safetensors + JSON, no pickle;
@@ -49,16 +52,29 @@ from .injection import (
     wrap,
 )
 from .lora_compress import CompressionReport, SliceError, compress_lora, read_lora
-from .lora_export import export_lora, lora_factors
+from .lora_export import export_lora, lora_factors, pad_lora_rank
 from .metatt import INIT_ALIASES, METATT_FAMILY, GlobalTTAdapter, build_metatt, lora_num_parameters, parse_init
+from .mixed import LayerStack, mixed_forward
+from .named import (
+    BASE_ADAPTER,
+    active_adapter,
+    active_adapters,
+    add_adapter,
+    check_adapter_name,
+    delete_adapter,
+    list_adapters,
+    set_adapter,
+)
 from .pretrained import load_pretrained, save_pretrained
-from .serialization import load_adapter, read_adapter_config, save_adapter
+from .serialization import DEFAULT_ADAPTER, load_adapter, read_adapter_config, save_adapter
 from .targets import QUERY_VALUE_NAMES, TargetInfo, default_target_modules, group_by_shape, layer_index, match_targets
 from .tera import TERA_FAMILY, TeRAAdapter, TeRAConfig, build_tera
 from .validation import ModeIndexError, RankClippedWarning
 
 __all__ = [
+    "BASE_ADAPTER",
     "CONTAINER_ATTR",
+    "DEFAULT_ADAPTER",
     "INIT_ALIASES",
     "METATT_FAMILY",
     "PRESETS",
@@ -74,6 +90,7 @@ __all__ = [
     "BudgetResult",
     "CompressionReport",
     "GlobalTTAdapter",
+    "LayerStack",
     "MetaTTConfig",
     "ModeIndexError",
     "ParameterCount",
@@ -83,15 +100,20 @@ __all__ = [
     "TargetInfo",
     "TeRAAdapter",
     "TeRAConfig",
+    "active_adapter",
+    "active_adapters",
     "adapted_modules",
     "adapter_context",
     "adapter_state_dict",
+    "add_adapter",
     "budget",
     "budget_for_legs",
     "build_metatt",
     "build_tera",
+    "check_adapter_name",
     "compress_lora",
     "default_target_modules",
+    "delete_adapter",
     "disable",
     "export_lora",
     "get_adapters",
@@ -101,6 +123,7 @@ __all__ = [
     "infer_task_type",
     "is_wrapped",
     "layer_index",
+    "list_adapters",
     "load_adapter",
     "load_pretrained",
     "lora_factors",
@@ -108,6 +131,8 @@ __all__ = [
     "match_targets",
     "merge",
     "merge_and_unload",
+    "mixed_forward",
+    "pad_lora_rank",
     "parse_init",
     "print_trainable_parameters",
     "read_adapter_config",
@@ -116,6 +141,7 @@ __all__ = [
     "registered_families",
     "save_adapter",
     "save_pretrained",
+    "set_adapter",
     "trainable_parameters",
     "unmerge",
     "unwrap",

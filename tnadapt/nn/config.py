@@ -145,6 +145,16 @@ class AdapterConfig:
         Adapt only the targets whose layer id (found by ``layer_index_fn`` / ``layers_pattern`` /
         the default rule) is one of these: an int, a list of ints or a ``range`` (stored as a
         sorted list); targets without a layer id are dropped.  Default ``None``: every layer.
+    alpha_pattern:
+        peft's ``alpha_pattern``: ``{pattern: alpha}`` giving the modules whose name matches ``pattern``
+        (peft's rule: ``re.match(rf"(.*\\.)?({pattern})$", name)``, the first matching key wins) their own
+        ``alpha`` instead of the config's; applied by the wrapper as the factor ``alpha_l / alpha`` on
+        the module's update (forward, merge, LoRA export, mixed batches), so it needs a family with an
+        ``alpha`` and a non-zero ``alpha``.  A key that matches no adapted module is refused at
+        wrapping.  Default ``None``: every module uses ``alpha``.
+    rank_pattern:
+        peft's ``rank_pattern`` (per-module ranks): refused unless empty, with the family's reason
+        (MetaTT: one train shared by all modules; TeRA: one frozen Tucker network per shape group).
     dropout:
         Dropout probability on the adapter branch's input (peft's ``lora_dropout``):
         ``y = base(x) + ΔW(dropout(x))``, applied only in train mode; ``0 <= dropout < 1``.
@@ -155,6 +165,8 @@ class AdapterConfig:
     """
 
     family: ClassVar[str] = ""
+    #: Why this family has no per-module ranks (the ``rank_pattern`` refusal); set by each family.
+    rank_pattern_refusal: ClassVar[str] = "this adapter family has no per-module ranks"
 
     target_modules: str | list[str] = field(default_factory=list)
     exclude_modules: str | list[str] | None = None
@@ -164,6 +176,8 @@ class AdapterConfig:
     layers_to_transform: int | list[int] | range | None = None
     dropout: float = 0.0
     bias: str = "none"
+    alpha_pattern: dict[str, float] | None = None
+    rank_pattern: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         for name, forms in (
@@ -186,12 +200,46 @@ class AdapterConfig:
         self.dropout = check_float("dropout", self.dropout, minimum=0)
         if self.dropout >= 1:
             raise ValueError(f"dropout: expected a probability 0 <= dropout < 1, got {self.dropout!r}")
+        self.alpha_pattern = _check_alpha_pattern(self.alpha_pattern)
+        if self.rank_pattern is not None and (not isinstance(self.rank_pattern, Mapping) or self.rank_pattern):
+            raise ValueError(
+                f"rank_pattern: per-module ranks are not available for {type(self).__name__}: "
+                f"{self.rank_pattern_refusal}; got {self.rank_pattern!r}"
+            )
         if self.bias not in BIAS_CHOICES:
             raise ValueError(
                 f"bias: expected 'none', got {self.bias!r}; tnadapt adapters train no bias terms (the update is "
                 "one shared low-rank weight delta), so peft's 'all'/'lora_only' have no counterpart: list the "
                 "modules whose bias should train in modules_to_save"
             )
+
+    def module_scales(self, names: Sequence[str]) -> dict[str, float]:
+        """``module name -> alpha_l / alpha`` for the adapted ``names`` that an ``alpha_pattern`` key matches
+        (others are left out: their factor is 1).
+
+        >>> cfg = MetaTTConfig(target_modules=["query", "value"], alpha=2.0, alpha_pattern={"value": 0.5})
+        >>> cfg.module_scales(["l.0.query", "l.0.value", "l.1.value"])
+        {'l.0.value': 0.25, 'l.1.value': 0.25}
+        """
+        if not self.alpha_pattern:
+            return {}
+        alpha = getattr(self, "alpha", None)
+        if not isinstance(alpha, float) or alpha == 0.0:
+            why = f"alpha={alpha!r}" if isinstance(alpha, float) else f"{type(self).__name__} has no alpha"
+            raise ValueError(f"alpha_pattern: a per-module alpha rescales the config's alpha, but {why}")
+        out: dict[str, float] = {}
+        used: set[str] = set()
+        for name in names:
+            key = next((k for k in self.alpha_pattern if re.match(rf"(.*\.)?({k})$", name)), None)
+            if key is not None:
+                used.add(key)
+                out[name] = self.alpha_pattern[key] / alpha
+        unused = [k for k in self.alpha_pattern if k not in used]
+        if unused:
+            raise ValueError(
+                f"alpha_pattern: key(s) {unused} match no adapted module; the adapted modules are {list(names)[:8]}"
+            )
+        return out
 
     def match(self, model: nn.Module) -> list[TargetInfo]:
         """The targets this config selects in ``model`` (:func:`tnadapt.nn.targets.match_targets`)."""
@@ -226,6 +274,24 @@ class AdapterConfig:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(names)}")
         return cls(**data)
+
+
+def _check_alpha_pattern(value: Any) -> dict[str, float] | None:
+    """``None`` or ``{regex: finite float}`` (each key must compile)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"alpha_pattern: expected a mapping module pattern -> alpha or None, got {value!r}")
+    out: dict[str, float] = {}
+    for key, alpha in value.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"alpha_pattern: keys must be non-empty module name patterns, got {key!r}")
+        try:
+            re.compile(key)
+        except re.error as exc:
+            raise ValueError(f"alpha_pattern: key {key!r} is not a valid regex ({exc})") from None
+        out[key] = check_float(f"alpha_pattern[{key!r}]", alpha)
+    return out
 
 
 def _check_layers(name: str, value: Any) -> list[int] | None:
@@ -303,6 +369,11 @@ class MetaTTConfig(AdapterConfig):
     """
 
     family: ClassVar[str] = "metatt"
+    rank_pattern_refusal: ClassVar[str] = (
+        "one tensor train is shared by every adapted module, so a rank belongs to a bond of that train, not to "
+        "a module (every slice has rank <= the first bond); give per-bond ranks with rank=[...], or scale "
+        "modules with alpha_pattern"
+    )
 
     preset: str = "metatt-4d"
     rank: int | list[int] = 8

@@ -18,19 +18,21 @@ True
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from .injection import adapted_modules, get_container, unload
+from .injection import AdaptedLinear, AdapterContainer, root_container, unload
 from .validation import check_mode_index
 
 __all__ = [
     "ParameterCount",
+    "active_containers",
     "adapter_context",
+    "chosen_containers",
     "disable",
     "merge",
     "merge_and_unload",
@@ -41,9 +43,19 @@ __all__ = [
 ]
 
 
-def per_call_indices(model: nn.Module, indices: dict[str, Any], *, allow_tensor: bool) -> dict[str, Any]:
-    """Validate per-call mode indices against the wrapped model's per-call modes (ints, or tensors if allowed)."""
-    dynamic = get_container(model).dynamic_modes
+def per_call_indices(
+    model: nn.Module,
+    indices: dict[str, Any],
+    *,
+    allow_tensor: bool,
+    containers: Sequence[AdapterContainer] | None = None,
+) -> dict[str, Any]:
+    """Validate per-call mode indices against the per-call modes of ``containers`` (default: the active adapters;
+    a mode must belong to at least one of them), ints or, if allowed, tensors."""
+    chosen = active_containers(model) if containers is None else list(containers)
+    dynamic: dict[str, int] = {}
+    for c in chosen:
+        dynamic.update(c.dynamic_modes)
     unknown = sorted(set(indices) - set(dynamic))
     if unknown:
         have = f"per-call modes {dynamic}" if dynamic else "no per-call modes"
@@ -51,9 +63,34 @@ def per_call_indices(model: nn.Module, indices: dict[str, Any], *, allow_tensor:
     return {k: check_mode_index(k, dynamic[k], v, allow_tensor=allow_tensor) for k, v in indices.items()}
 
 
+def active_containers(model: nn.Module) -> list[AdapterContainer]:
+    """The containers of the active adapters, in ``set_adapter`` order."""
+    root = root_container(model)
+    registry = root.registry()
+    return [registry[n] for n in root.active]
+
+
+def chosen_containers(
+    model: nn.Module, adapter_names: str | Sequence[str] | None, argument: str
+) -> list[AdapterContainer]:
+    """The containers ``adapter_names`` names (one name or a list; ``None``: the active adapters), checked."""
+    if adapter_names is None:
+        return active_containers(model)
+    names = [adapter_names] if isinstance(adapter_names, str) else adapter_names
+    if not isinstance(names, Sequence) or not names or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"{argument}: expected an adapter name or a non-empty list of names, got {adapter_names!r}")
+    registry = root_container(model).registry()
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise ValueError(f"{argument}: unknown adapter(s) {unknown}; the model's adapters are {list(registry)}")
+    return [registry[n] for n in dict.fromkeys(names)]
+
+
 @contextlib.contextmanager
-def adapter_context(model: nn.Module, task_ids: Any = None, **indices: Any) -> Iterator[None]:
-    """Set per-call mode indices for every adapted layer inside the ``with`` block.
+def adapter_context(
+    model: nn.Module, task_ids: Any = None, *, adapter_names: Sequence[str] | None = None, **indices: Any
+) -> Iterator[None]:
+    """Set per-call mode indices for every adapted layer inside the ``with`` block, or choose an adapter per sample.
 
     ``task_ids`` is shorthand for ``task=``.  A value is an ``int`` (whole batch) or a
     ``(batch,)`` integer tensor/list (one index per sample; ``x`` of each adapted layer must
@@ -63,109 +100,145 @@ def adapter_context(model: nn.Module, task_ids: Any = None, **indices: Any) -> I
     not of shape ``(batch,)`` raise at once, and so does an out-of-range index given as an int or a
     CPU tensor (:class:`~tnadapt.nn.ModeIndexError`, naming the mode, its size and the values); a
     tensor on an accelerator is checked asynchronously, without a host synchronisation.
+
+    ``adapter_names`` (peft LoRA's inference argument): one adapter name per sample (``"__base__"``: no
+    adapter), so one forward serves a batch mixing the model's named adapters (see
+    :mod:`tnadapt.nn.mixed`); indices must then be ints, applied to every adapter with that mode.
     """
     if task_ids is not None:
         indices["task"] = task_ids
-    container = get_container(model)
-    new = per_call_indices(model, indices, allow_tensor=True)
-    previous = container.context
-    container.context = {**previous, **new}
+    if adapter_names is not None:
+        from .mixed import mixed_batch
+
+        with mixed_batch(model, adapter_names, **indices):
+            yield
+        return
+    chosen = active_containers(model)
+    new = per_call_indices(model, indices, allow_tensor=True, containers=chosen)
+    previous = [c.context for c in chosen]
+    for c in chosen:
+        c.context = {**c.context, **{k: v for k, v in new.items() if k in c.dynamic_modes}}
     try:
         yield
     finally:
-        container.context = previous
+        for c, old in zip(chosen, previous):
+            c.context = old
 
 
-def _apply_merge(model: nn.Module, indices: dict[str, int], sign: float) -> None:
-    container = get_container(model)
+def _apply_merge(model: nn.Module, container: AdapterContainer, indices: dict[str, int], sign: float) -> None:
     with torch.no_grad():
-        for layer in adapted_modules(model).values():
-            owner = container.owner(layer.group)
+        for name, (group, key) in container.targets.items():
+            layer = cast(AdaptedLinear, model.get_submodule(name))
             weight = layer.weight
-            delta = owner.delta_weight(**layer.key, **indices)
+            delta = container.owner(group).delta_weight(**key, **indices)
+            scale = container.scales.get(name, 1.0)
+            if scale != 1.0:
+                delta = delta * scale
             if layer.fan_in_fan_out:  # Conv1D stores its weight (in, out)
                 delta = delta.T
             weight.add_(delta.to(device=weight.device, dtype=weight.dtype), alpha=sign)
-            layer.merged = sign > 0
 
 
-def _check_untied(model: nn.Module) -> None:
+def _check_untied(model: nn.Module, containers: Sequence[AdapterContainer]) -> None:
     """Refuse to merge into a base weight that another module also holds (tied weights, e.g. an output
     projection tied to the embedding): ``weight += ΔW`` would change that module as well."""
     holders: dict[int, list[tuple[str, nn.Module]]] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         for pname, param in module.named_parameters(recurse=False):
             holders.setdefault(id(param), []).append((f"{name}.{pname}" if name else pname, module))
-    for name, layer in adapted_modules(model).items():
-        others = [n for n, m in holders.get(id(layer.weight), []) if m is not layer.base_layer]
-        if others:
-            raise ValueError(
-                f"model: the base weight of {name!r} is shared with {others} (tied weights); merging would add "
-                f"{name!r}'s update to those modules too. Keep the adapter unmerged, or untie the weights before "
-                "wrapping"
-            )
+    for container in containers:
+        for name in container.targets:
+            layer = cast(AdaptedLinear, model.get_submodule(name))
+            others = [n for n, m in holders.get(id(layer.weight), []) if m is not layer.base_layer]
+            if others:
+                raise ValueError(
+                    f"model: the base weight of {name!r} is shared with {others} (tied weights); merging would add "
+                    f"{name!r}'s update to those modules too. Keep the adapter unmerged, or untie the weights "
+                    "before wrapping"
+                )
 
 
-def merge(model: nn.Module, **indices: int) -> None:
+def merge(model: nn.Module, *, adapter_names: str | Sequence[str] | None = None, **indices: int) -> None:
     """Fold each layer's update into its base weight (``weight += ΔW``); adapters then cost nothing.
 
-    A ``Conv1D`` target stores its weight ``(in, out)`` and gets ``ΔWᵀ`` added instead.
+    ``adapter_names``: the adapter(s) to merge (peft's argument; default: the active ones), each
+    added in turn.  A ``Conv1D`` target stores its weight ``(in, out)`` and gets ``ΔWᵀ`` added instead.
     A target whose weight Parameter another module also holds (tied weights) is refused
     (``ValueError``): the merge would change that module too.
 
     Per-call modes (e.g. ``task``) need one ``int`` each here.  While merged the adapter
     branch is skipped, so training the cores has no effect until :func:`unmerge`.
     """
-    container = get_container(model)
-    if container.merged is not None:
-        raise ValueError(f"model: already merged with indices {container.merged}; call unmerge(model) first")
-    indices = per_call_indices(model, indices, allow_tensor=False)
-    _check_untied(model)
-    missing = [m for m, size in container.dynamic_modes.items() if m not in indices and size > 1]
-    if missing:
+    chosen = chosen_containers(model, adapter_names, "adapter_names")
+    merged = [c.name for c in chosen if c.merged is not None]
+    if merged:
+        c = chosen[[x.name for x in chosen].index(merged[0])]
         raise ValueError(
-            f"indices: merging needs an int for per-call mode(s) {missing}, e.g. merge(model, {missing[0]}=0)"
+            f"model: already merged with indices {c.merged} (adapter {c.name!r}); call unmerge(model) first"
         )
-    _apply_merge(model, indices, 1.0)
-    container.merged = indices
+    indices = per_call_indices(model, indices, allow_tensor=False, containers=chosen)
+    _check_untied(model, chosen)
+    for c in chosen:
+        missing = [m for m, size in c.dynamic_modes.items() if m not in indices and size > 1]
+        if missing:
+            raise ValueError(
+                f"indices: merging needs an int for per-call mode(s) {missing}, e.g. merge(model, {missing[0]}=0)"
+            )
+    for c in chosen:
+        own = {k: v for k, v in indices.items() if k in c.dynamic_modes}
+        _apply_merge(model, c, own, 1.0)
+        c.merged = own
 
 
 def unmerge(model: nn.Module) -> None:
-    """Subtract what :func:`merge` added (recomputed from the current cores; exact up to rounding).
+    """Subtract what :func:`merge` added, for every merged adapter (recomputed from the current cores; exact up to
+    rounding).
 
     Because ``ΔW`` is recomputed, the adapter must not change while merged (no ``set_cores``,
     rank-scheduler step, optimiser step or in-place edit between :func:`merge` and
     :func:`unmerge`), or the base weights are not restored.  The merged forward gives the
     cores no gradient, but an optimiser with momentum may still move them.
     """
-    container = get_container(model)
-    if container.merged is None:
+    merged = [c for c in root_container(model).registry().values() if c.merged is not None]
+    if not merged:
         raise ValueError("model: not merged; nothing to unmerge")
-    _apply_merge(model, container.merged, -1.0)
-    container.merged = None
+    for c in reversed(merged):
+        _apply_merge(model, c, c.merged or {}, -1.0)
+        c.merged = None
 
 
-def merge_and_unload(model: nn.Module, **indices: int) -> nn.Module:
-    """Merge, then return the plain model (original Linears with updated weights, no container)."""
-    if get_container(model).merged is None:
-        merge(model, **indices)
+def merge_and_unload(
+    model: nn.Module, *, adapter_names: str | Sequence[str] | None = None, **indices: int
+) -> nn.Module:
+    """Merge ``adapter_names`` (default: the active adapters; peft's argument), then return the plain model
+    (original Linears with updated weights, no container).
+
+    As in peft, every other adapter is dropped (adapters merged earlier stay in the weights).
+    """
+    chosen = chosen_containers(model, adapter_names, "adapter_names")
+    todo = [c.name for c in chosen if c.merged is None]
+    if todo:
+        merge(model, adapter_names=todo, **indices)
     return unload(model)
 
 
 @contextlib.contextmanager
 def disable(model: nn.Module) -> Iterator[None]:
-    """Base-model-only forward inside the block (a merged model is unmerged, then re-merged)."""
-    container = get_container(model)
-    merged = container.merged
-    if merged is not None:
+    """Base-model-only forward inside the block (merged adapters are unmerged, then re-merged)."""
+    registry = list(root_container(model).registry().values())
+    merged = [(c.name, c.merged) for c in registry if c.merged is not None]
+    if merged:
         unmerge(model)
-    previous, container.disabled = container.disabled, True
+    previous = [c.disabled for c in registry]
+    for c in registry:
+        c.disabled = True
     try:
         yield
     finally:
-        container.disabled = previous
-        if merged is not None:
-            merge(model, **merged)
+        for c, old in zip(registry, previous):
+            c.disabled = old
+        for name, indices in merged:
+            merge(model, adapter_names=[name], **(indices or {}))
 
 
 @dataclass(frozen=True)
@@ -185,7 +258,8 @@ class ParameterCount:
 
 
 def trainable_parameters(model: nn.Module) -> ParameterCount:
-    """Counts over ``model.parameters()`` (each shared tensor once).
+    """Counts over ``model.parameters()`` (each shared tensor once; every named adapter's included in ``total``);
+    ``adapter`` counts the active adapters' trainable entries.
 
     >>> from tnadapt.nn import MetaTTConfig, wrap
     >>> net = wrap(nn.Sequential(nn.Linear(8, 8)), MetaTTConfig(target_modules=["0"], rank=2))
@@ -197,7 +271,7 @@ def trainable_parameters(model: nn.Module) -> ParameterCount:
         total += p.numel()
         if p.requires_grad:
             trainable += p.numel()
-    adapter = sum(int(owner.num_parameters()) for owner in get_container(model).owners().values())
+    adapter = sum(int(o.num_parameters()) for c in active_containers(model) for o in c.owners().values())
     return ParameterCount(int(trainable), int(total), adapter)
 
 

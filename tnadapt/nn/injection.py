@@ -30,7 +30,8 @@ so ``Trainer.save_model`` and Trainer checkpoints write the adapter in tnadapt's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -46,16 +47,23 @@ __all__ = [
     "AdapterContainer",
     "adapted_modules",
     "adapter_state_dict",
+    "attach",
+    "base_view",
     "check_target",
+    "detach",
     "get_adapters",
     "get_container",
     "inject",
     "is_wrapped",
     "match_modules_to_save",
+    "new_container",
+    "refresh_active",
     "replace_module",
+    "root_container",
     "unload",
     "unwrap",
     "wrap",
+    "wrappers",
 ]
 
 #: Attribute name of the container on a wrapped model.
@@ -63,11 +71,17 @@ CONTAINER_ATTR = "tnadapt"
 
 
 class AdapterContainer(nn.Module):
-    """All adapter state of a wrapped model: one owner per shape group (``groups``) plus bookkeeping.
+    """All state of one named adapter of a wrapped model: one owner per shape group (``groups``) plus bookkeeping.
 
-    ``targets`` maps each adapted module name to ``(group, key)``; ``context`` holds the
-    per-call indices set by :func:`tnadapt.nn.adapter_context`; ``disabled`` and ``merged``
-    (the per-call indices used by the merge, or ``None``) steer :class:`AdaptedLinear`.
+    ``name`` is the adapter's name (``"default"`` for :func:`wrap`); ``targets`` maps each adapted
+    module name to ``(group, key)``; ``scales`` the modules whose ``alpha_pattern`` entry rescales
+    their update (module name -> factor); ``context`` holds the per-call indices set by
+    :func:`tnadapt.nn.adapter_context`; ``disabled`` and ``merged`` (the per-call indices used by the
+    merge, or ``None``) steer :class:`AdaptedLinear`.
+
+    The container at ``model.tnadapt`` (the *root*) also holds the model's other named adapters
+    (:mod:`tnadapt.nn.named`) in a ``ModuleDict`` ``adapters`` (created with the second adapter) and
+    ``active``, the names of the active adapters.
     """
 
     def __init__(
@@ -77,13 +91,18 @@ class AdapterContainer(nn.Module):
         groups: Mapping[str, nn.Module],
         targets: Mapping[str, tuple[str, dict[str, int]]],
         modules_to_save: Sequence[str] = (),
+        name: str = "default",
     ) -> None:
         super().__init__()
         self.groups = nn.ModuleDict(dict(groups))
         self.family = family
         self.config = config
+        self.name = name
+        self.active: list[str] = [name]
         self.targets: dict[str, tuple[str, dict[str, int]]] = {n: (g, dict(k)) for n, (g, k) in targets.items()}
+        self.scales: dict[str, float] = config.module_scales(list(self.targets))
         self.modules_to_save: list[str] = list(modules_to_save)
+        self.mixed_cache: Any = None  # the stacked factors of mixed-adapter batches (tnadapt.nn.mixed)
         self.context: dict[str, Any] = {}
         self.disabled = False
         self.merged: dict[str, int] | None = None
@@ -93,6 +112,11 @@ class AdapterContainer(nn.Module):
         self.hooks: list[Any] = []  # handles of the hooks inject() put on the wrapped model
         self.skipped_base: frozenset[str] | None = None  # base keys an adapter-only load leaves out
         self.register_load_state_dict_pre_hook(_container_load_pre_hook)
+
+    def registry(self) -> dict[str, AdapterContainer]:
+        """``name -> container`` of every adapter of the model, this (root) one first, in the order added."""
+        others = cast("nn.ModuleDict | None", self._modules.get("adapters"))
+        return {self.name: self, **({n: cast(AdapterContainer, c) for n, c in others.items()} if others else {})}
 
     def owner(self, group: str) -> AdapterOwner:
         """The owner module of shape group ``group``."""
@@ -114,9 +138,10 @@ class AdapterContainer(nn.Module):
         return out
 
     def is_adapter_key(self, name: str) -> bool:
-        """Whether state-dict key ``name`` of the wrapped model is adapter state (the container's or a
-        ``modules_to_save`` module's), i.e. what an adapter-only checkpoint holds."""
-        return name.startswith(CONTAINER_ATTR + ".") or any(name.startswith(m + ".") for m in self.modules_to_save)
+        """Whether state-dict key ``name`` of the wrapped model is adapter state (a container's or a
+        ``modules_to_save`` module's of any named adapter), i.e. what an adapter-only checkpoint holds."""
+        saved = [m for c in self.registry().values() for m in c.modules_to_save]
+        return name.startswith(CONTAINER_ATTR + ".") or any(name.startswith(m + ".") for m in saved)
 
     def adopt_ranks(self, state_dict: Mapping[str, Any], prefix: str = "") -> list[str]:
         """Resize the TT owners to the core shapes of ``state_dict`` (keys ``prefix + "groups.<g>.cores.<k>"``).
@@ -145,7 +170,7 @@ class AdapterContainer(nn.Module):
         return args[0]
 
     def extra_repr(self) -> str:
-        return f"family={self.family!r}, targets={len(self.targets)}"
+        return f"name={self.name!r}, family={self.family!r}, targets={len(self.targets)}"
 
 
 def _incoming_cores(owner: nn.Module, state_dict: Mapping[str, Any], base: str) -> list[torch.Tensor] | None:
@@ -210,7 +235,10 @@ def _model_load_pre_hook(model: nn.Module, state_dict: Mapping[str, Any], prefix
     if not isinstance(container, AdapterContainer):
         return
     container.skipped_base = None
-    container.adopt_ranks(state_dict, f"{prefix}{CONTAINER_ATTR}.")
+    for name, member in container.registry().items():
+        member.adopt_ranks(
+            state_dict, f"{prefix}{CONTAINER_ATTR}." + ("" if member is container else f"adapters.{name}.")
+        )
     base, ours = [], False
     for name in model.state_dict(keep_vars=True):
         if container.is_adapter_key(name):
@@ -242,39 +270,79 @@ def adapter_state_dict(
     wrapped copy of the base (whatever ranks it was built with) and leaves its base weights as
     they are: this is what adapter-only checkpoints hold.
     """
-    container = get_container(model)
+    container = root_container(model)
     source = model.state_dict() if state_dict is None else state_dict
     return {k: v for k, v in source.items() if container.is_adapter_key(k)}
 
 
-class AdaptedLinear(nn.Module):
-    """A frozen ``nn.Linear`` or GPT-2 ``Conv1D`` (``base_layer``) plus the update of slice ``key`` of owner ``group``.
+#: One adapter on one layer: ``(container, group, key, scale)`` (``scale`` from ``alpha_pattern``, 1.0 if none).
+Entry = tuple[AdapterContainer, str, dict[str, int], float]
 
-    ``forward(x) = base_layer(x) + owner.forward_delta(dropout(x), key)`` (``x (..., in) -> (..., out)``;
-    ``dropout`` is the config's ``dropout``, active in train mode only); only ``base_layer(x)`` when
-    merged or disabled.  Extra keyword arguments to ``forward``
-    are per-call indices (e.g. ``task=ids``), like :func:`tnadapt.nn.adapter_context`.
+
+class AdaptedLinear(nn.Module):
+    """A frozen ``nn.Linear`` or GPT-2 ``Conv1D`` (``base_layer``) plus the updates of the named adapters on it.
+
+    Each adapter on the layer is an *entry* ``(container, group, key, scale)``: the update is slice
+    ``key`` of owner ``group`` of that adapter, times ``scale`` (``alpha_pattern``; 1.0 if none).
+    ``forward(x) = base_layer(x) + Σ_active scale · owner.forward_delta(dropout(x), key)``
+    (``x (..., in) -> (..., out)``; ``dropout`` is each adapter config's ``dropout``, active in train
+    mode only) over the *active* adapters' entries that are neither merged nor disabled; inside
+    ``adapter_context(model, adapter_names=...)`` every sample uses its own adapter instead
+    (:mod:`tnadapt.nn.mixed`).  Extra keyword arguments to ``forward`` are per-call indices (e.g.
+    ``task=ids``), like :func:`tnadapt.nn.adapter_context`.  ``container``/``group``/``key``/``owner``
+    describe the first active entry (the first entry if no active adapter is on the layer).
     ``weight``/``bias``/``in_features``/``out_features`` read through to the base layer;
     ``fan_in_fan_out`` is ``True`` for a ``Conv1D``, whose weight is stored ``(in, out)``.
     """
 
-    def __init__(self, base_layer: nn.Module, container: AdapterContainer, group: str, key: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        container: AdapterContainer,
+        group: str,
+        key: Mapping[str, int],
+        scale: float = 1.0,
+    ) -> None:
         super().__init__()
         self.base_layer = base_layer
-        self.__dict__["_container"] = container  # plain reference: not a submodule, not in state_dict
-        self.group = group
-        self.key: dict[str, int] = dict(key)
-        self.merged = False
+        entry: Entry = (container, group, dict(key), float(scale))
+        # plain references: not submodules, not in state_dict
+        self.__dict__["_entries"] = [entry]
+        self.__dict__["_active"] = [entry]
+        self.__dict__["_mixed"] = None
         self.fan_in_fan_out = is_conv1d(base_layer)
 
     @property
+    def entries(self) -> list[Entry]:
+        """Every adapter on this layer, in the order the adapters were added."""
+        return list(self.__dict__["_entries"])
+
+    def _primary(self) -> Entry:
+        active = self.__dict__["_active"]
+        return cast(Entry, active[0] if active else self.__dict__["_entries"][0])
+
+    @property
     def container(self) -> AdapterContainer:
-        return self.__dict__["_container"]
+        return self._primary()[0]
+
+    @property
+    def group(self) -> str:
+        return self._primary()[1]
+
+    @property
+    def key(self) -> dict[str, int]:
+        return self._primary()[2]
+
+    @property
+    def merged(self) -> bool:
+        """Whether an adapter on this layer is merged into the base weight."""
+        return any(e[0].merged is not None for e in self.__dict__["_entries"])
 
     @property
     def owner(self) -> nn.Module:
         """The owner module of this layer's shape group (looked up now, never cached)."""
-        return self.container.groups[self.group]
+        container, group = self._primary()[:2]
+        return container.groups[group]
 
     @property
     def in_features(self) -> int:
@@ -294,18 +362,26 @@ class AdaptedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor, **index: Any) -> torch.Tensor:
         out = self.base_layer(x)
-        container = self.__dict__["_container"]
-        if self.merged or container.disabled:
-            return out
-        key = {**self.key, **container.context, **index} if (container.context or index) else self.key
-        p = container.config.dropout
-        if p and self.training:  # the adapter branch's input dropout (peft's lora_dropout), train mode only
-            x = nn.functional.dropout(x, p, training=True)
-        delta = container.groups[self.group].forward_delta(x, key)
-        return out + (delta if delta.dtype == out.dtype else delta.to(out.dtype))
+        mixed = self.__dict__["_mixed"]
+        if mixed is not None:
+            return cast(torch.Tensor, mixed(self, x, out))
+        for container, group, key, scale in self.__dict__["_active"]:
+            if container.merged is not None or container.disabled:
+                continue
+            if container.context or index:
+                key = {**key, **container.context, **index}
+            p = container.config.dropout
+            inp = nn.functional.dropout(x, p, training=True) if p and self.training else x  # peft's lora_dropout
+            delta = container.groups[group].forward_delta(inp, key)
+            if scale != 1.0:
+                delta = delta * scale
+            out = out + (delta if delta.dtype == out.dtype else delta.to(out.dtype))
+        return out
 
     def extra_repr(self) -> str:
-        return f"group={self.group!r}, key={self.key}" + (", merged" if self.merged else "")
+        names = [e[0].name for e in self.__dict__["_entries"]]
+        more = f", adapters={names}" if len(names) > 1 else ""
+        return f"group={self.group!r}, key={self.key}{more}" + (", merged" if self.merged else "")
 
 
 def _keep_unfused_path(module: nn.Module, args: Any) -> None:
@@ -315,8 +391,8 @@ def _keep_unfused_path(module: nn.Module, args: Any) -> None:
     return None
 
 
-def get_container(model: nn.Module) -> AdapterContainer:
-    """The model's :class:`AdapterContainer`; ``ValueError`` if the model is not wrapped."""
+def root_container(model: nn.Module) -> AdapterContainer:
+    """The container at ``model.tnadapt`` (the first adapter, holding the others); ``ValueError`` if not wrapped."""
     container = getattr(model, CONTAINER_ATTR, None) if isinstance(model, nn.Module) else None
     if not isinstance(container, AdapterContainer):
         raise ValueError(
@@ -326,19 +402,63 @@ def get_container(model: nn.Module) -> AdapterContainer:
     return container
 
 
+def get_container(model: nn.Module, adapter_name: str | None = None) -> AdapterContainer:
+    """The container of adapter ``adapter_name`` (default: the active adapter, the first one if several are
+    active); ``ValueError`` if the model is not wrapped or has no adapter of that name (listing its adapters)."""
+    root = root_container(model)
+    name = root.active[0] if adapter_name is None else adapter_name
+    registry = root.registry()
+    if not isinstance(name, str) or name not in registry:
+        raise ValueError(f"adapter_name: the model has no adapter named {name!r}; its adapters are {list(registry)}")
+    return registry[name]
+
+
 def is_wrapped(model: nn.Module) -> bool:
     """Whether ``model`` carries a tnadapt container."""
     return isinstance(getattr(model, CONTAINER_ATTR, None), AdapterContainer)
 
 
-def get_adapters(model: nn.Module) -> list[nn.Module]:
-    """The owner modules of a wrapped model, one per shape group (``GlobalTTAdapter`` s for MetaTT)."""
-    return list(get_container(model).groups.values())
+def get_adapters(model: nn.Module, adapter_name: str | None = None) -> list[nn.Module]:
+    """The owner modules of adapter ``adapter_name`` (default: the active one), one per shape group
+    (``GlobalTTAdapter`` s for MetaTT)."""
+    return list(get_container(model, adapter_name).groups.values())
 
 
-def adapted_modules(model: nn.Module) -> dict[str, AdaptedLinear]:
-    """``module name -> AdaptedLinear`` for every adapted layer."""
-    return {name: model.get_submodule(name) for name in get_container(model).targets}  # type: ignore[misc]
+def adapted_modules(model: nn.Module, adapter_name: str | None = None) -> dict[str, AdaptedLinear]:
+    """``module name -> AdaptedLinear`` for every layer adapter ``adapter_name`` (default: the active one) adapts."""
+    return {name: model.get_submodule(name) for name in get_container(model, adapter_name).targets}  # type: ignore[misc]
+
+
+def wrappers(model: nn.Module) -> list[tuple[str, AdaptedLinear]]:
+    """``(name, wrapper)`` for every name of every :class:`AdaptedLinear` of the model's adapters (shared layers
+    once per name)."""
+    ours = {id(c) for c in root_container(model).registry().values()}
+    return [
+        (name, m)
+        for name, m in model.named_modules(remove_duplicate=False)
+        if isinstance(m, AdaptedLinear) and any(id(e[0]) in ours for e in m.entries)
+    ]
+
+
+def refresh_active(model: nn.Module) -> None:
+    """Recompute each wrapper's active entries from ``model.tnadapt.active`` (after adding, switching, deleting)."""
+    active = set(root_container(model).active)
+    for _, layer in wrappers(model):
+        layer.__dict__["_active"] = [e for e in layer.__dict__["_entries"] if e[0].name in active]
+
+
+@contextlib.contextmanager
+def base_view(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block every :class:`AdaptedLinear` of ``model`` is replaced by its base layer (at every name),
+    so target matching sees the model as it was before wrapping; put back on exit."""
+    found = [(n, m) for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, AdaptedLinear)]
+    for name, layer in found:
+        replace_module(model, name, layer.base_layer)
+    try:
+        yield model
+    finally:
+        for name, layer in found:
+            replace_module(model, name, layer)
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -373,11 +493,14 @@ _match_modules_to_save = match_modules_to_save
 
 
 def check_target(model: nn.Module, name: str, owner: nn.Module | AdapterOwner) -> nn.Module:
-    """The ``nn.Linear`` (or ``Conv1D``) at ``name``, checked against the owner's ``(in_features, out_features)``."""
+    """The ``nn.Linear`` (or ``Conv1D``) at ``name`` (the base layer of an :class:`AdaptedLinear` there), checked
+    against the owner's ``(in_features, out_features)``."""
     try:
         module = model.get_submodule(name)
     except AttributeError:
         raise ValueError(f"targets: the model has no module {name!r}") from None
+    if isinstance(module, AdaptedLinear):
+        module = module.base_layer
     try:
         got = linear_shape(module)
     except TypeError:
@@ -390,47 +513,38 @@ def check_target(model: nn.Module, name: str, owner: nn.Module | AdapterOwner) -
     return module
 
 
-def inject(
-    model: nn.Module,
-    config: AdapterConfig,
-    groups: Mapping[str, AdapterGroup],
-    *,
-    trainable: bool = True,
-) -> AdapterContainer:
-    """Install ready-built ``groups`` into ``model`` (shared by :func:`wrap` and loading).
+def new_container(
+    model: nn.Module, config: AdapterConfig, groups: Mapping[str, AdapterGroup], name: str, taken: Sequence[str] = ()
+) -> tuple[AdapterContainer, dict[str, nn.Module]]:
+    """The container of adapter ``name`` for ready-built ``groups`` and the base layer of each target, all checked
+    (target shapes, shared modules, ``modules_to_save`` against ``taken``: targets of the model's other adapters)
+    without changing the model."""
+    targets = {n: (g, key) for g, grp in groups.items() for n, key in grp.keys.items()}
+    bases = {n: check_target(model, n, groups[g].owner) for n, (g, _) in targets.items()}
+    check_unshared([TargetInfo(n, module, None, n) for n, module in bases.items()])
+    saved = match_modules_to_save(model, config.modules_to_save, [*targets, *taken])
+    family = get_family(config.family).name
+    owners = {g: grp.owner for g, grp in groups.items()}
+    return AdapterContainer(family, config, owners, targets, saved, name=name), bases
 
-    Freezes all existing parameters, registers the container as ``model.tnadapt``, makes
-    the owners (and ``config.modules_to_save``) trainable iff ``trainable``, and replaces
-    each target Linear (or ``Conv1D``) by an :class:`AdaptedLinear`.
-    """
-    if is_wrapped(model):
-        raise ValueError(f"model: already wrapped (has '{CONTAINER_ATTR}'); call tnadapt.nn.unwrap(model) first")
-    if hasattr(model, CONTAINER_ATTR):
-        raise ValueError(f"model: attribute {CONTAINER_ATTR!r} is taken by a {type(getattr(model, CONTAINER_ATTR))}")
-    targets = {name: (g, key) for g, grp in groups.items() for name, key in grp.keys.items()}
-    bases = {name: check_target(model, name, groups[g].owner) for name, (g, _) in targets.items()}
-    check_unshared([TargetInfo(name, module, None, name) for name, module in bases.items()])
+
+def attach(
+    model: nn.Module, root: AdapterContainer, container: AdapterContainer, bases: Mapping[str, nn.Module]
+) -> None:
+    """Put ``container``'s entries on its target layers: a layer already wrapped gets one more entry, any other
+    target is replaced by a new :class:`AdaptedLinear` (at every name a shared layer has); then refresh the
+    active entries from ``root.active``."""
     names_of: dict[int, list[str]] = {}  # every name of each module, shared ones included
     for n, m in model.named_modules(remove_duplicate=False):
         names_of.setdefault(id(m), []).append(n)
-    saved = match_modules_to_save(model, config.modules_to_save, list(targets))
-    family = get_family(config.family).name
-    container = AdapterContainer(family, config, {g: grp.owner for g, grp in groups.items()}, targets, saved)
-    model.requires_grad_(False)
-    container.requires_grad_(trainable)
-    for name in saved:
-        model.get_submodule(name).requires_grad_(trainable)
-    model.add_module(CONTAINER_ATTR, container)
-    container.hooks = [
-        model.register_load_state_dict_pre_hook(_model_load_pre_hook),
-        model.register_load_state_dict_post_hook(_model_load_post_hook),
-    ]
-    from .pretrained import install_save_pretrained
-
-    install_save_pretrained(model)
     modules = dict(model.named_modules(remove_duplicate=False))
-    for name, (g, key) in targets.items():
-        wrapper = AdaptedLinear(bases[name], container, g, key)
+    for name, (g, key) in container.targets.items():
+        scale = container.scales.get(name, 1.0)
+        current = modules[name]
+        if isinstance(current, AdaptedLinear):
+            current.__dict__["_entries"].append((container, g, dict(key), scale))
+            continue
+        wrapper = AdaptedLinear(bases[name], container, g, key, scale)
         wrapper.training = bases[name].training  # an eval-mode model stays in eval mode (no adapter dropout)
         aliases = names_of[id(bases[name])]  # a shared module is wrapped at every name, so every use is adapted
         hooked = False
@@ -443,38 +557,87 @@ def inject(
             for i, anc in enumerate(ancestors):
                 if isinstance(anc, nn.TransformerEncoder) and getattr(anc, "use_nested_tensor", False):
                     # the nested-tensor fast path of nn.TransformerEncoder also reads linear weights directly
-                    container.restore.append((".".join(parts[:i]), "use_nested_tensor", True))
+                    root.restore.append((".".join(parts[:i]), "use_nested_tensor", True))
                     anc.use_nested_tensor = False
         for alias in aliases:
             replace_module(model, alias, wrapper)
+    refresh_active(model)
+
+
+def detach(model: nn.Module, container: AdapterContainer) -> None:
+    """Remove ``container``'s entries from its layers; a layer left without adapters gets its base layer back
+    (at every name).  The container itself stays where it is registered."""
+    for name, layer in wrappers(model):
+        entries = [e for e in layer.__dict__["_entries"] if e[0] is not container]
+        if entries:
+            layer.__dict__["_entries"] = entries
+        else:
+            replace_module(model, name, layer.base_layer)
+    refresh_active(model)
+
+
+def inject(
+    model: nn.Module,
+    config: AdapterConfig,
+    groups: Mapping[str, AdapterGroup],
+    *,
+    trainable: bool = True,
+    name: str = "default",
+) -> AdapterContainer:
+    """Install ready-built ``groups`` into ``model`` as its first adapter ``name`` (shared by :func:`wrap` and loading).
+
+    Freezes all existing parameters, registers the container as ``model.tnadapt``, makes
+    the owners (and ``config.modules_to_save``) trainable iff ``trainable``, and replaces
+    each target Linear (or ``Conv1D``) by an :class:`AdaptedLinear`.
+    """
+    if is_wrapped(model):
+        raise ValueError(
+            f"model: already wrapped (has '{CONTAINER_ATTR}'); call tnadapt.nn.unwrap(model) first, or "
+            "tnadapt.nn.add_adapter(model, name, config) to add another named adapter"
+        )
+    if hasattr(model, CONTAINER_ATTR):
+        raise ValueError(f"model: attribute {CONTAINER_ATTR!r} is taken by a {type(getattr(model, CONTAINER_ATTR))}")
+    container, bases = new_container(model, config, groups, name)
+    model.requires_grad_(False)
+    container.requires_grad_(trainable)
+    for saved in container.modules_to_save:
+        model.get_submodule(saved).requires_grad_(trainable)
+    model.add_module(CONTAINER_ATTR, container)
+    container.hooks = [
+        model.register_load_state_dict_pre_hook(_model_load_pre_hook),
+        model.register_load_state_dict_post_hook(_model_load_post_hook),
+    ]
+    from .pretrained import install_save_pretrained
+
+    install_save_pretrained(model)
+    attach(model, container, container, bases)
     return container
 
 
 def wrap(model: nn.Module, config: AdapterConfig) -> nn.Module:
-    """Adapt ``model`` in place according to ``config`` and return it.
+    """Adapt ``model`` in place according to ``config`` and return it; the adapter is named ``"default"``.
 
     The family is ``type(config).family`` (``MetaTTConfig`` -> MetaTT).  Targets of
-    different shapes get one owner each (see the family's build rule).
+    different shapes get one owner each (see the family's build rule).  More named adapters:
+    :func:`tnadapt.nn.add_adapter`.
     """
     if not isinstance(config, AdapterConfig):
         raise TypeError(f"config: expected an AdapterConfig (e.g. MetaTTConfig), got {type(config).__name__}")
     if is_wrapped(model):
-        raise ValueError(f"model: already wrapped (has '{CONTAINER_ATTR}'); call tnadapt.nn.unwrap(model) first")
+        raise ValueError(
+            f"model: already wrapped (has '{CONTAINER_ATTR}'); call tnadapt.nn.unwrap(model) first, or "
+            "tnadapt.nn.add_adapter(model, name, config) to add another named adapter"
+        )
     family = get_family(config.family)
     inject(model, config, family.build(config, config.match(model)))
     return model
 
 
 def unload(model: nn.Module) -> nn.Module:
-    """Put the base layers back (at every name a shared layer has) and remove the container (and the
-    load hooks and ``save_pretrained`` that :func:`inject` installed), *without* touching the weights."""
-    container = get_container(model)
-    wrapped = [
-        (name, m)
-        for name, m in model.named_modules(remove_duplicate=False)
-        if isinstance(m, AdaptedLinear) and m.container is container
-    ]
-    for name, layer in wrapped:
+    """Put the base layers back (at every name a shared layer has) and remove every adapter (the container, the
+    load hooks and the ``save_pretrained`` that :func:`inject` installed), *without* touching the weights."""
+    container = root_container(model)
+    for name, layer in wrappers(model):
         replace_module(model, name, layer.base_layer)
     for name, attr, value in container.restore:
         setattr(model.get_submodule(name), attr, value)
@@ -489,12 +652,12 @@ def unload(model: nn.Module) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """Undo :func:`wrap`: unmerge if merged, restore the original Linears, drop the adapter.
+    """Undo :func:`wrap`: unmerge what is merged, restore the original Linears, drop every adapter.
 
     Parameters frozen by ``wrap`` stay frozen (``requires_grad`` is not restored).
     """
     from .control import unmerge
 
-    if get_container(model).merged is not None:
+    if any(c.merged is not None for c in root_container(model).registry().values()):
         unmerge(model)
     return unload(model)

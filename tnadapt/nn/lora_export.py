@@ -39,30 +39,43 @@ from .hf_models import infer_task_type
 from .injection import adapted_modules, get_container
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, base_reference, tensor_bytes
 
-__all__ = ["export_lora", "lora_factors"]
+__all__ = ["export_lora", "lora_factors", "pad_lora_rank"]
 
 
-def lora_factors(model: nn.Module, **indices: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``module name -> (A, B)`` with ``A (r, in)``, ``B (out, r)`` and ``B @ A`` the layer's full update.
+def lora_factors(
+    model: nn.Module, *, adapter_name: str | None = None, **indices: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``module name -> (A, B)`` with ``A (r, in)``, ``B (out, r)`` and ``B @ A`` the layer's full update
+    (its ``alpha_pattern`` factor included) for adapter ``adapter_name`` (default: the active one).
 
     Per-call modes (e.g. ``task``) need one ``int`` each.  Needs owners with a
     ``lora_factors(**key)`` method (MetaTT's :meth:`GlobalTTAdapter.lora_factors`).
     """
-    container = get_container(model)
-    indices = per_call_indices(model, indices, allow_tensor=False)
+    container = get_container(model, adapter_name)
+    indices = per_call_indices(model, indices, allow_tensor=False, containers=[container])
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     with torch.no_grad():
-        for name, layer in adapted_modules(model).items():
-            factors = getattr(container.groups[layer.group], "lora_factors", None)
+        for name, (group, key) in container.targets.items():
+            factors = getattr(container.groups[group], "lora_factors", None)
             if not callable(factors):
                 raise TypeError(f"model: the {container.family!r} adapter has no low-rank factors to export")
-            a, b = factors(**layer.key, **indices)
-            out[name] = (a.detach().clone(), b.detach().clone())
+            a, b = factors(**key, **indices)
+            scale = container.scales.get(name, 1.0)
+            out[name] = (a.detach().clone(), (b * scale if scale != 1.0 else b).detach().clone())
     return out
 
 
-def _pad(a: torch.Tensor, b: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_lora_rank(a: torch.Tensor, b: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """LoRA factors ``A (r, in)``, ``B (out, r)`` zero-padded to rank ``rank >= r``: ``B @ A`` is unchanged exactly
+    (the extra rows of ``A`` meet the extra zero columns of ``B``).
+
+    >>> a, b = pad_lora_rank(torch.ones(1, 3), torch.ones(2, 1), 4)
+    >>> tuple(a.shape), tuple(b.shape), bool(torch.equal(b @ a, torch.ones(2, 3)))
+    ((4, 3), (2, 4), True)
+    """
     extra = rank - a.shape[0]
+    if extra < 0:
+        raise ValueError(f"rank: cannot pad factors of rank {a.shape[0]} down to {rank}")
     if extra == 0:
         return a, b
     return torch.cat([a, a.new_zeros(extra, a.shape[1])]), torch.cat([b, b.new_zeros(b.shape[0], extra)], dim=1)
@@ -73,6 +86,7 @@ def export_lora(
     directory: str | os.PathLike[str],
     *,
     base_model_name_or_path: str | None = None,
+    adapter_name: str | None = None,
     **indices: int,
 ) -> Path:
     """Write the adapter as a peft LoRA directory; ``peft.PeftModel.from_pretrained(base, directory)``
@@ -85,19 +99,21 @@ def export_lora(
     ``transformers`` base loaded with ``from_pretrained`` the matching ``peft.AutoPeftModelFor...`` (or
     ``AutoPeftModelForFeatureExtraction``) loads the export directly.
 
-    Per-call modes (e.g. ``task=2``) select which slice to export.  Returns the directory.
+    ``adapter_name`` picks the named adapter to export (default: the active one; load it into peft
+    with ``PeftModel.load_adapter(directory, adapter_name=...)``).  Per-call modes (e.g. ``task=2``)
+    select which slice to export.  Returns the directory.
     """
-    factors = lora_factors(model, **indices)
+    factors = lora_factors(model, adapter_name=adapter_name, **indices)
     # peft's LoRA forward is x @ Aᵀ @ Bᵀ for Linear and Conv1D alike; fan_in_fan_out only tells its merge to add
     # (B @ A)ᵀ to a Conv1D's (in, out) weight, so the factor layout is the same either way
-    fan_in_fan_out = any(layer.fan_in_fan_out for layer in adapted_modules(model).values())
+    fan_in_fan_out = any(layer.fan_in_fan_out for layer in adapted_modules(model, adapter_name).values())
     rank = max(a.shape[0] for a, _ in factors.values())
     tensors: dict[str, torch.Tensor] = {}
     for name, (a, b) in factors.items():
-        a, b = _pad(a, b, rank)
+        a, b = pad_lora_rank(a, b, rank)
         tensors[f"base_model.model.{name}.lora_A.weight"] = a
         tensors[f"base_model.model.{name}.lora_B.weight"] = b
-    saved = list(get_container(model).modules_to_save)
+    saved = list(get_container(model, adapter_name).modules_to_save)
     for name in saved:
         for k, v in model.get_submodule(name).state_dict().items():
             tensors[f"base_model.model.{name}.{k}"] = v

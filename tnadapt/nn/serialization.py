@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +45,20 @@ from torch import nn
 
 from .. import __version__
 from ..atomic import check_digest, check_directory_arg, file_digest, resolve_directory, write_files
+from .control import chosen_containers
 from .family import AdapterFamily, AdapterGroup, get_family
 from .hf_models import transformers_class_name
-from .injection import check_target, get_container, inject, is_wrapped, match_modules_to_save
+from .injection import AdapterContainer, check_target, inject, is_wrapped, new_container, root_container
 
 __all__ = [
     "CONFIG_NAME",
+    "DEFAULT_ADAPTER",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "WEIGHTS_NAME",
+    "adapter_directory",
     "adapter_files",
+    "adapter_location",
     "base_reference",
     "load_adapter",
     "read_adapter_config",
@@ -67,6 +71,8 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 FORMAT_NAME = "tnadapt-adapter"
 FORMAT_VERSION = 1
+#: The adapter :func:`tnadapt.nn.wrap` creates, saved at the directory itself (peft's ``"default"``).
+DEFAULT_ADAPTER = "default"
 
 
 def tensor_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
@@ -94,9 +100,14 @@ def base_reference(model: nn.Module) -> dict[str, str]:
     return out
 
 
-def adapter_files(model: nn.Module) -> dict[str, bytes]:
-    """The files of :func:`save_adapter` (name -> bytes) for a wrapped ``model``, not yet written."""
-    container = get_container(model)
+def adapter_location(adapter_name: str) -> str:
+    """Where adapter ``adapter_name`` goes in a save directory (peft's layout): ``""`` (the directory itself) for
+    ``"default"``, else the sub-directory ``"<name>/"``."""
+    return "" if adapter_name == DEFAULT_ADAPTER else f"{adapter_name}/"
+
+
+def _files_of(model: nn.Module, container: AdapterContainer) -> dict[str, bytes]:
+    """``adapter_config.json`` and ``adapter_model.safetensors`` of one adapter."""
     groups: dict[str, Any] = {}
     tensors: dict[str, torch.Tensor] = {}
     for gname, owner in container.owners().items():
@@ -121,13 +132,34 @@ def adapter_files(model: nn.Module) -> dict[str, bytes]:
     return {WEIGHTS_NAME: weights, CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode()}
 
 
-def save_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
-    """Write the adapter of a wrapped ``model`` to ``directory`` (created if needed); returns the path.
+def adapter_files(model: nn.Module, adapter_name: str | Sequence[str] | None = None) -> dict[str, bytes]:
+    """The files of :func:`save_adapter` (relative path -> bytes) for a wrapped ``model``, not yet written:
+    each adapter's two files at :func:`adapter_location` (``adapter_name``: one name, a list, or ``None`` for
+    every adapter)."""
+    root_container(model)  # a clear error for a model that is not wrapped
+    if adapter_name is None:
+        chosen = list(root_container(model).registry().values())
+    else:
+        chosen = chosen_containers(model, adapter_name, "adapter_name")
+    out: dict[str, bytes] = {}
+    for container in chosen:
+        where = adapter_location(container.name)
+        out.update({where + k: v for k, v in _files_of(model, container).items()})
+    return out
 
-    All-or-nothing: the directory holds the previous save or this one, whatever happens
-    (see :mod:`tnadapt.atomic`); other files in an existing directory are kept.
+
+def save_adapter(
+    model: nn.Module, directory: str | os.PathLike[str], *, adapter_name: str | Sequence[str] | None = None
+) -> Path:
+    """Write the adapter(s) of a wrapped ``model`` to ``directory`` (created if needed); returns the path.
+
+    ``adapter_name``: the adapter to save, a list of them, or ``None`` (default) for every adapter of the
+    model.  peft's layout: the adapter named ``"default"`` at the directory itself, any other under
+    ``directory/<name>/`` (:func:`adapter_location`).  All-or-nothing — every adapter of the call in one
+    step: the directory holds the previous save or this one, whatever happens (see
+    :mod:`tnadapt.atomic`); other files in an existing directory are kept.
     """
-    return write_files(directory, adapter_files(model))
+    return write_files(directory, adapter_files(model, adapter_name))
 
 
 def _fail(path: Path, message: str) -> ValueError:
@@ -299,8 +331,7 @@ def _check_keys(gname: str, owner: nn.Module, keys: Mapping[str, Mapping[str, in
         seen[slot] = name
 
 
-def _check_same_wrapping(model: nn.Module, data: dict[str, Any]) -> None:
-    container = get_container(model)
+def _check_same_wrapping(container: AdapterContainer, data: dict[str, Any]) -> None:
     if container.family != data["family"]:
         raise ValueError(
             f"family: {CONFIG_NAME} holds a {data['family']!r} adapter but the model is wrapped with "
@@ -340,75 +371,107 @@ def _matched_state(
     return {k: tensors[prefix + k] for k in state}
 
 
-def load_adapter(model: nn.Module, directory: str | os.PathLike[str], *, trainable: bool = False) -> nn.Module:
-    """Load an adapter saved by :func:`save_adapter` into ``model`` and return it.
+def adapter_directory(directory: str | os.PathLike[str], adapter_name: str) -> Path:
+    """The directory :func:`load_adapter` reads adapter ``adapter_name`` from: ``directory/<name>`` when that holds
+    an ``adapter_config.json`` (peft's layout for a non-default adapter), else ``directory`` itself (peft's
+    ``load_adapter(path, adapter_name)``: the adapter at ``path``, loaded under that name)."""
+    root = resolve_directory(check_directory_arg(directory))
+    if adapter_name != DEFAULT_ADAPTER and (root / adapter_name / CONFIG_NAME).is_file():
+        return resolve_directory(root / adapter_name)
+    return root
 
-    On a plain model the adapters are rebuilt from the config (with the saved ranks) and
-    injected at the saved module names; on a model already wrapped with the same family and
-    target map the owners are replaced by the loaded ones.  ``trainable`` sets
-    ``requires_grad`` of the adapter (and ``modules_to_save``) tensors.  Mismatches (family,
-    missing/misshaped modules, tensor names or shapes, corrupt or altered files) raise
-    ``ValueError`` naming what differs — and then the model is exactly as it was: everything
-    is checked before anything of the model changes.
+
+def load_adapter(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    adapter_name: str = DEFAULT_ADAPTER,
+    trainable: bool = False,
+) -> nn.Module:
+    """Load an adapter saved by :func:`save_adapter` into ``model`` as adapter ``adapter_name`` and return the model.
+
+    The files are read from :func:`adapter_directory` (``directory/<adapter_name>`` if it holds an
+    adapter, else ``directory``).  On a plain model the adapter is rebuilt from the config (with the saved
+    ranks) and injected at the saved module names, active; on a wrapped model that has an adapter
+    ``adapter_name`` with the same family and target map its owners are replaced by the loaded ones; on a
+    wrapped model without it the adapter is added (:func:`tnadapt.nn.add_adapter`'s rules: inactive).
+    ``trainable`` sets ``requires_grad`` of the adapter (and ``modules_to_save``) tensors of an active
+    adapter; an inactive one stays frozen until :func:`tnadapt.nn.set_adapter`.  Mismatches (family,
+    missing/misshaped modules, tensor names or shapes, corrupt or altered files, a taken
+    ``modules_to_save``) raise ``ValueError`` naming what differs — and then the model is exactly as it
+    was: everything is checked before anything of the model changes.
     """
-    directory = resolve_directory(check_directory_arg(directory))
+    from .named import check_adapter_name, check_new_adapter, register_adapter
+
+    name = check_adapter_name(adapter_name)
+    directory = adapter_directory(directory, name)
     data = read_adapter_config(directory)
     weights_path = directory / WEIGHTS_NAME
     tensors = read_safetensors(weights_path, digest=data.get("files", {}).get(WEIGHTS_NAME))
     family = get_family(data["family"])
-    wrapped = is_wrapped(model)
+    registry = root_container(model).registry() if is_wrapped(model) else {}
+    existing = registry.get(name)
     # ---- check everything; nothing below touches the model until the apply step
     try:
         config = family.config_cls.from_dict(data["config"])
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{directory / CONFIG_NAME}: field 'config' ({exc})") from None
-    if wrapped:
-        _check_same_wrapping(model, data)
-        if get_container(model).merged is not None:
-            raise ValueError("model: merged; call unmerge(model) before loading new adapter values into it")
+    if existing is not None:
+        _check_same_wrapping(existing, data)
+        if existing.merged is not None:
+            raise ValueError(
+                f"model: adapter {name!r} is merged; call unmerge(model) before loading new adapter values into it"
+            )
     _check_declared_shapes(family, data, tensors, weights_path)
     groups = _build_groups(data, model, tensors)
-    if not wrapped:
-        for group in groups.values():
-            for name in group.keys:
-                check_target(model, name, group.owner)
+    for group in groups.values():
+        for target in group.keys:
+            check_target(model, target, group.owner)
     owner_states = {g: _matched_state(grp.owner, f"adapter.{g}.", tensors, weights_path) for g, grp in groups.items()}
     known = {f"adapter.{g}." for g in groups}
     saved_names = list(data.get("modules_to_save", []))
     saved_states: dict[str, dict[str, torch.Tensor]] = {}
-    for name in saved_names:
+    for saved in saved_names:
         try:
-            module = model.get_submodule(name)
+            module = model.get_submodule(saved)
         except AttributeError:
-            raise ValueError(f"modules_to_save: the model has no module {name!r} saved in {directory}") from None
-        prefix = f"modules_to_save.{name}."
-        saved_states[name] = _matched_state(module, prefix, tensors, weights_path, f"the model's {name!r}")
+            raise ValueError(f"modules_to_save: the model has no module {saved!r} saved in {directory}") from None
+        prefix = f"modules_to_save.{saved}."
+        saved_states[saved] = _matched_state(module, prefix, tensors, weights_path, f"the model's {saved!r}")
         known.add(prefix)
     stray = sorted(k for k in tensors if not any(k.startswith(p) for p in known))
     if stray:
         raise ValueError(f"{weights_path}: unexpected tensors not described by {CONFIG_NAME}: {stray[:5]}")
-    if not wrapped:
+    added: tuple[AdapterContainer, dict[str, nn.Module]] | None = None
+    if existing is None:
         config.modules_to_save = saved_names or None
-        targets = [n for grp in groups.values() for n in grp.keys]
-        match_modules_to_save(model, config.modules_to_save, targets)  # the check inject repeats, before any change
+        taken = [t for c in registry.values() for t in c.targets]
+        added = new_container(model, config, groups, name, taken=taken)  # the checks inject repeats, before any change
+        if registry:
+            check_new_adapter(model, added[0])
     # ---- apply
     for gname, group in groups.items():
         group.owner.load_state_dict(owner_states[gname])  # fresh owners: not part of the model yet
     backup = {n: {k: v.detach().clone() for k, v in model.get_submodule(n).state_dict().items()} for n in saved_states}
     try:
-        for name, state in saved_states.items():
-            model.get_submodule(name).load_state_dict(state)
-        if not wrapped:
-            inject(model, config, groups, trainable=trainable)
+        for saved, state in saved_states.items():
+            model.get_submodule(saved).load_state_dict(state)
+        if added is not None and not registry:
+            inject(model, config, groups, trainable=trainable, name=name)
+            return model
+        if added is not None:
+            register_adapter(model, *added)
             return model
     except BaseException:
-        for name, state in backup.items():
-            model.get_submodule(name).load_state_dict(state)
+        for saved, state in backup.items():
+            model.get_submodule(saved).load_state_dict(state)
         raise
-    container = get_container(model)
+    assert existing is not None
+    on = trainable and name in root_container(model).active
     for gname, group in groups.items():
-        group.owner.requires_grad_(trainable)
-        container.groups[gname] = group.owner
-    for name in container.modules_to_save:
-        model.get_submodule(name).requires_grad_(trainable)
+        group.owner.requires_grad_(on)
+        existing.groups[gname] = group.owner
+    for saved in existing.modules_to_save:
+        model.get_submodule(saved).requires_grad_(on)
+    root_container(model).mixed_cache = None
     return model

@@ -443,6 +443,10 @@ class TeRAConfig(AdapterConfig):
     """
 
     family: ClassVar[str] = "tera"
+    rank_pattern_refusal: ClassVar[str] = (
+        "the Tucker ranks are those of the frozen random core and factors that every module of a shape group "
+        "shares, so a module cannot have its own; set rank= (per mode), or scale modules with alpha_pattern"
+    )
 
     order: int | list[int] = 2
     splits: dict[int, list[int]] = field(default_factory=dict)

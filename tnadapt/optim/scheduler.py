@@ -99,11 +99,21 @@ def _is_adapter(obj: object) -> bool:
 
 
 def _collect_adapters(adapters: object) -> list[tuple[str, TTAdapterLike]]:
-    """``(name, adapter)`` pairs from an adapter, a model containing adapters, or a sequence of adapters."""
+    """``(name, adapter)`` pairs from an adapter, a model containing adapters (for a model wrapped by
+    ``tnadapt.nn``: the active named adapters' ones), or a sequence of adapters."""
     if _is_adapter(adapters):
         return [("adapter", adapters)]  # type: ignore[list-item]
     if isinstance(adapters, nn.Module):
-        found = [(name or "adapter", m) for name, m in adapters.named_modules() if _is_adapter(m)]
+        from ..nn.control import active_containers
+        from ..nn.injection import is_wrapped
+
+        # a wrapped model with several named adapters: only the active adapters' owners (peft: only they train)
+        keep = {id(o) for c in active_containers(adapters) for o in c.groups.values()} if is_wrapped(adapters) else None
+        found = [
+            (name or "adapter", m)
+            for name, m in adapters.named_modules()
+            if _is_adapter(m) and (keep is None or id(m) in keep)
+        ]
         if not found:
             raise ValueError(
                 f"adapters: the {type(adapters).__name__} contains no TT adapter "
