@@ -9,6 +9,7 @@ of successive bonds are orthogonal: ``||x - y||² = Σ_k discarded_k²``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -64,6 +65,11 @@ def drop_redundant_ranks(cores: list[torch.Tensor], center: int) -> None:
             cores[k - 1], cores[k] = right_qr_step(cores[k - 1], cores[k])
 
 
+def _as(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Real singular values ``s`` in ``like``'s dtype (a copy only for complex factors)."""
+    return s.to(like.dtype) if like.is_complex() else s
+
+
 def _svd_step_right(
     cores: list[torch.Tensor],
     k: int,
@@ -78,7 +84,7 @@ def _svd_step_right(
     rank = _select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
     cores[k] = u[:, :rank].reshape(r0, n, rank)
     nxt = cores[k + 1]
-    cores[k + 1] = ((s[:rank].to(vh.dtype).unsqueeze(1) * vh[:rank]) @ nxt.reshape(r1, -1)).reshape(
+    cores[k + 1] = ((_as(s[:rank], vh).unsqueeze(1) * vh[:rank]) @ nxt.reshape(r1, -1)).reshape(
         rank, nxt.shape[1], nxt.shape[2]
     )
     return rank, s
@@ -98,7 +104,7 @@ def _svd_step_left(
     rank = _select_rank(s, max_rank=max_rank, abs_tol=abs_tol, cutoff=cutoff, min_rank=min_rank)
     cores[k] = vh[:rank].reshape(rank, n, r1)
     prev = cores[k - 1]
-    cores[k - 1] = (prev.reshape(-1, r0) @ (u[:, :rank] * s[:rank].to(u.dtype).unsqueeze(0))).reshape(
+    cores[k - 1] = (prev.reshape(-1, r0) @ (u[:, :rank] * _as(s[:rank], u).unsqueeze(0))).reshape(
         prev.shape[0], prev.shape[1], rank
     )
     return rank, s
@@ -139,8 +145,12 @@ def _tail_norms(spectra: list[torch.Tensor], ranks: list[int], real: torch.dtype
 
     Scaled by each tail's largest value first (like :func:`~tnadapt.tt._numerics.stable_norm`),
     so nothing over- or underflows; a handful of ops for the whole sweep instead of a
-    scaled norm per bond.
+    scaled norm per bond.  On the CPU (no gradient needed) each tail is summed on the host by
+    :func:`math.hypot`, which scales the same way and is accurate to about an ulp:
+    cheaper than a dozen small torch ops for these short spectra.
     """
+    if spectra[0].device.type == "cpu" and not any(s.requires_grad for s in spectra):
+        return torch.tensor([math.hypot(*s[r:].tolist()) for s, r in zip(spectra, ranks)], dtype=real)
     padded = torch.nn.utils.rnn.pad_sequence([s if s.dtype == real else s.to(real) for s in spectra], batch_first=True)
     keep = torch.tensor(ranks, device=padded.device)
     tails = torch.where(torch.arange(padded.shape[1], device=padded.device) >= keep[:, None], padded, 0.0)

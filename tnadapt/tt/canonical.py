@@ -70,18 +70,26 @@ def orthogonalize(tt: TensorTrain, center: int = -1) -> TensorTrain:
 def orthogonalize_unchecked(tt: TensorTrain, center: int) -> TensorTrain:
     """:func:`orthogonalize` without the finiteness check, for callers that validated already (or,
     like :func:`~tnadapt.tt.ops.norm`, let NaN propagate); ``center`` must be in ``[0, d)``."""
-    d = tt.order
-    c = center
-    if tt.center == c:
+    if tt.center == center:
         return tt
-    cores = list(tt.cores)
+    return TensorTrain._trusted(orthogonalize_cores(list(tt.cores), tt.center, center), center)
+
+
+def orthogonalize_cores(cores: list[torch.Tensor], known: int | None, center: int) -> list[torch.Tensor]:
+    """Move the orthogonality centre of ``cores`` from ``known`` (``None``: no canonical form) to ``center``.
+
+    In place on the list (which is returned); only the cores between the two centres are
+    touched.  No checks: for sweeps whose entry point validated the train.
+    """
+    d = len(cores)
+    c = center
     # Cores [0, left_done) are already left-orthonormal; (right_done, d) right-orthonormal.
-    left_done, right_done = (tt.center, tt.center) if tt.center is not None else (0, d - 1)
+    left_done, right_done = (known, known) if known is not None else (0, d - 1)
     for k in range(min(left_done, c), c):
         cores[k], cores[k + 1] = left_qr_step(cores[k], cores[k + 1])
     for k in range(max(right_done, c), c, -1):
         cores[k - 1], cores[k] = right_qr_step(cores[k - 1], cores[k])
-    return TensorTrain(cores, center=c)
+    return cores
 
 
 def _default_atol(dtype: torch.dtype, size: int) -> float:

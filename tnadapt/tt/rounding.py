@@ -30,7 +30,7 @@ import torch
 from ._errors import check_finite, check_min_rank, check_positive_float, check_rank_spec
 from ._numerics import stable_norm
 from ._sweeps import drop_redundant_ranks, svd_sweep
-from .canonical import orthogonalize_unchecked
+from .canonical import orthogonalize_cores
 from .tensor_train import TensorTrain
 from .truncation import TruncationReport
 
@@ -103,11 +103,10 @@ def round_tt(
     d = tt.order
     # Sweep toward whichever end is closer to a known centre (saves a QR sweep).
     to_right = tt.center is None or tt.center <= (d - 1) / 2
-    x = orthogonalize_unchecked(tt, 0 if to_right else d - 1)
-    assert x.center is not None
-    ref = stable_norm(x.cores[x.center])
+    start = 0 if to_right else d - 1
+    cores = orthogonalize_cores(list(tt.cores), tt.center, start)
+    ref = stable_norm(cores[start])
     abs_tol = None if eps is None or d == 1 else ref * (eps / (d - 1) ** 0.5)
-    cores = list(x.cores)
     discarded, spectra = svd_sweep(
         cores,
         direction="right" if to_right else "left",
@@ -117,7 +116,7 @@ def round_tt(
         min_rank=min_rank,
     )
     drop_redundant_ranks(cores, d - 1 if to_right else 0)
-    out = TensorTrain(cores, center=d - 1 if to_right else 0)
+    out = TensorTrain._trusted(cores, d - 1 if to_right else 0)
     return TruncationReport(
         tt=out,
         discarded=discarded,

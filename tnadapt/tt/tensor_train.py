@@ -107,6 +107,20 @@ class TensorTrain:
         self._cores: tuple[torch.Tensor, ...] = cores
         self._center = center
 
+    @classmethod
+    def _trusted(cls, cores: Sequence[torch.Tensor], center: int | None) -> TensorTrain:
+        """A train from cores a library sweep produced from a validated train (internal).
+
+        Skips :func:`_validate_cores`: the sweeps only replace cores by factors of the same
+        dtype and device whose ranks match by construction (QR/SVD of an unfolding, pushed
+        into the neighbour), so re-checking them cost ~4 µs per core on every call.
+        ``center`` must be in ``[0, d)`` or ``None``.
+        """
+        out = cls.__new__(cls)
+        out._cores = tuple(cores)
+        out._center = center
+        return out
+
     # ------------------------------------------------------------------ constructors
     @classmethod
     def zeros(
