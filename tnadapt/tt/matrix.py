@@ -21,16 +21,19 @@ canonical forms, sums) run the ``TensorTrain`` code on the *merged legs*: core
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ._errors import as_int, describe
+from ._errors import as_int, check_mode, check_scalar, describe
 from .tensor_train import DEFAULT_MAX_DENSE_ELEMENTS, TensorTrain
+from .truncation import TruncationReport
 
-__all__ = ["TTMatrix", "check_dims"]
+__all__ = ["MatrixTruncationReport", "TTMatrix", "check_dims", "round_matrix"]
 
 
 def _validate_cores(cores: Sequence[torch.Tensor]) -> None:
@@ -112,21 +115,25 @@ class TTMatrix:
     True
     """
 
-    __slots__ = ("_cores",)
+    __slots__ = ("_center", "_cores")
 
     #: numpy defers to the reflected operators instead of broadcasting an operator as an object array.
     __array_ufunc__ = None
 
-    def __init__(self, cores: Sequence[torch.Tensor]) -> None:
+    def __init__(self, cores: Sequence[torch.Tensor], *, center: int | None = None) -> None:
         cores = tuple(cores)
         _validate_cores(cores)
+        if center is not None:
+            center = check_mode("center", center, len(cores))
         self._cores: tuple[torch.Tensor, ...] = cores
+        self._center = center
 
     @classmethod
-    def _trusted(cls, cores: Sequence[torch.Tensor]) -> TTMatrix:
+    def _trusted(cls, cores: Sequence[torch.Tensor], center: int | None = None) -> TTMatrix:
         """A TT-matrix from cores built by library code from validated operands (internal, unchecked)."""
         out = cls.__new__(cls)
         out._cores = tuple(cores)
+        out._center = center
         return out
 
     # ------------------------------------------------------------------ constructors
@@ -188,6 +195,11 @@ class TTMatrix:
         return self._cores
 
     @property
+    def center(self) -> int | None:
+        """Known orthogonality centre of the merged-leg train (see :meth:`orthogonalize`), or ``None``."""
+        return self._center
+
+    @property
     def row_dims(self) -> tuple[int, ...]:
         """Row mode sizes ``(m_1, ..., m_d)``."""
         return tuple(int(c.shape[1]) for c in self._cores)
@@ -235,7 +247,7 @@ class TTMatrix:
     def __repr__(self) -> str:
         return (
             f"TTMatrix(row_dims={self.row_dims}, col_dims={self.col_dims}, ranks={self.ranks}, "
-            f"dtype={self.dtype}, device={self.device})"
+            f"dtype={self.dtype}, device={self.device}{'' if self._center is None else f', center={self._center}'})"
         )
 
     # ------------------------------------------------------------------ conversions
@@ -278,21 +290,26 @@ class TTMatrix:
         merged = tuple(m * n for m, n in zip(rows, cols))
         if merged != tt.shape:
             raise ValueError(f"tt: expected shape {merged} (row_dims[k] * col_dims[k] per site), got shape {tt.shape}")
-        return cls._trusted([c.reshape(c.shape[0], m, n, c.shape[2]) for c, m, n in zip(tt.cores, rows, cols)])
+        cores = [c.reshape(c.shape[0], m, n, c.shape[2]) for c, m, n in zip(tt.cores, rows, cols)]
+        return cls._trusted(cores, tt.center)
 
     def to_tt(self) -> TensorTrain:
         """The train of shape ``(m_1 n_1, ..., m_d n_d)`` with merged legs (a view of the same cores)."""
-        return TensorTrain._trusted([c.reshape(c.shape[0], -1, c.shape[3]) for c in self._cores], None)
+        return TensorTrain._trusted([c.reshape(c.shape[0], -1, c.shape[3]) for c in self._cores], self._center)
+
+    def _like(self, tt: TensorTrain) -> TTMatrix:
+        """``tt`` (merged legs, same site sizes as ``self``) back as a TT-matrix of ``self``'s row/column dims."""
+        return TTMatrix.from_tt(tt, self.row_dims, self.col_dims)
 
     def to(self, *args: Any, **kwargs: Any) -> TTMatrix:
-        """Like ``torch.Tensor.to`` applied to every core."""
-        return TTMatrix([c.to(*args, **kwargs) for c in self._cores])
+        """Like ``torch.Tensor.to`` applied to every core (keeps the canonical centre)."""
+        return TTMatrix([c.to(*args, **kwargs) for c in self._cores], center=self._center)
 
     def detach(self) -> TTMatrix:
-        return TTMatrix._trusted([c.detach() for c in self._cores])
+        return TTMatrix._trusted([c.detach() for c in self._cores], self._center)
 
     def clone(self) -> TTMatrix:
-        return TTMatrix._trusted([c.clone() for c in self._cores])
+        return TTMatrix._trusted([c.clone() for c in self._cores], self._center)
 
     def full(self, *, max_elements: int = DEFAULT_MAX_DENSE_ELEMENTS) -> torch.Tensor:
         """The dense ``(prod m_k, prod n_k)`` matrix (C-order row and column indices).
@@ -314,11 +331,223 @@ class TTMatrix:
             result = torch.einsum("MNa,amnb->MmNnb", result, core).reshape(big_m * m, big_n * n, r1)
         return result.reshape(rows, cols)
 
+    # ------------------------------------------------------------------ indexing
+    def __getitem__(self, index: tuple[Any, Any]) -> TTMatrix:
+        """``A[rows, cols]``: restrict row and column legs site by site (the result stays a TT-matrix).
+
+        ``rows`` and ``cols`` are each ``...``/``slice(None)`` (all) or a sequence of ``d``
+        per-site indices: an int (kept as a leg of size 1), a slice, or a list / 1-D integer
+        tensor of positions (negative ones count from the end).  For a single row or column as
+        a train use :meth:`row` / :meth:`column`.
+
+        >>> import torch
+        >>> A = TTMatrix.random((2, 3), (4, 5), 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> B = A[(1, slice(0, 2)), ...]
+        >>> B.row_dims, B.col_dims
+        ((1, 2), (4, 5))
+        >>> dense = A.full().reshape(2, 3, 4, 5)[1:2, 0:2].reshape(2, 20)
+        >>> bool(torch.allclose(B.full(), dense))
+        True
+        """
+        if not isinstance(index, tuple) or len(index) != 2:
+            raise TypeError(f"index: expected A[rows, cols] (a pair of per-site index tuples), got {describe(index)}")
+        rows = _site_indices("rows", index[0], self.row_dims, self.device)
+        cols = _site_indices("cols", index[1], self.col_dims, self.device)
+        cores = [c.index_select(1, i).index_select(2, j) for c, i, j in zip(self._cores, rows, cols)]
+        return TTMatrix._trusted(cores)
+
+    def row(self, index: Sequence[int]) -> TensorTrain:
+        """Row ``(i_1, ..., i_d)`` of the matrix as a train of shape ``col_dims`` (``full(A)[i] == A.row(i).full()``)."""
+        picks = _multi_index("index", index, self.row_dims)
+        return TensorTrain._trusted([c[:, i] for c, i in zip(self._cores, picks)], None)
+
+    def column(self, index: Sequence[int]) -> TensorTrain:
+        """Column ``(j_1, ..., j_d)`` as a train of shape ``row_dims``."""
+        picks = _multi_index("index", index, self.col_dims)
+        return TensorTrain._trusted([c[:, :, j] for c, j in zip(self._cores, picks)], None)
+
+    # ------------------------------------------------------------------ algebra (merged legs)
+    def _check_same(self, other: object, op: str) -> TTMatrix:
+        if not isinstance(other, TTMatrix):
+            raise TypeError(f"other ({op}): expected a TTMatrix, got {describe(other)}")
+        if (other.row_dims, other.col_dims) != (self.row_dims, self.col_dims):
+            raise ValueError(
+                f"other ({op}): expected row_dims {self.row_dims} and col_dims {self.col_dims}, "
+                f"got {other.row_dims} and {other.col_dims}"
+            )
+        return other
+
+    def __add__(self, other: TTMatrix) -> TTMatrix:
+        """``A + B`` exactly (ranks add), by :func:`tnadapt.tt.add` on the merged legs."""
+        if not isinstance(other, TTMatrix):
+            return NotImplemented
+        return self._like(self.to_tt() + self._check_same(other, "A + B").to_tt())
+
+    def __sub__(self, other: TTMatrix) -> TTMatrix:
+        """``A - B`` exactly (ranks add)."""
+        if not isinstance(other, TTMatrix):
+            return NotImplemented
+        return self._like(self.to_tt() - self._check_same(other, "A - B").to_tt())
+
+    def __neg__(self) -> TTMatrix:
+        return self._like(-self.to_tt())
+
+    def __mul__(self, other: Any) -> TTMatrix:
+        """``A * c`` for a scalar ``c`` (a Python/numpy number or a 0-d tensor; ranks unchanged)."""
+        return self._like(self.to_tt() * check_scalar("other (A * other)", other))
+
+    def __rmul__(self, other: Any) -> TTMatrix:
+        return self._like(check_scalar("other (other * A)", other) * self.to_tt())
+
+    def __truediv__(self, other: Any) -> TTMatrix:
+        return self._like(self.to_tt() / check_scalar("other (A / other)", other, expected="a scalar divisor"))
+
+    def dot(self, other: TTMatrix) -> torch.Tensor:
+        """Frobenius inner product ``sum conj(A) * B`` (0-d tensor), :func:`tnadapt.tt.dot` on the merged legs."""
+        return self.to_tt().dot(self._check_same(other, "A.dot(B)").to_tt())
+
+    def norm(self, *, method: str = "qr") -> torch.Tensor:
+        """Frobenius norm (0-d real tensor); see :func:`tnadapt.tt.norm` for ``method`` and the gradient."""
+        return self.to_tt().norm(method=method)
+
+    def orthogonalize(self, center: int = -1) -> TTMatrix:
+        """Mixed-canonical form of the merged-leg train with centre ``center`` (see :func:`tnadapt.tt.orthogonalize`)."""
+        from .canonical import orthogonalize
+
+        return self._like(orthogonalize(self.to_tt(), center))
+
+    def round(
+        self,
+        *,
+        max_rank: int | Sequence[int] | None = None,
+        eps: float | None = None,
+        cutoff: float | None = None,
+        min_rank: int = 1,
+        method: str = "deterministic",
+    ) -> TTMatrix:
+        """TT-rounding of the operator; see :func:`round_matrix` for the guarantees and the report."""
+        return round_matrix(self, max_rank=max_rank, eps=eps, cutoff=cutoff, min_rank=min_rank, method=method).matrix
+
+    # ------------------------------------------------------------------ transposes
+    def transpose(self) -> TTMatrix:
+        """``A^T``: row and column legs swapped on every core (ranks and canonical centre unchanged)."""
+        return TTMatrix._trusted([c.transpose(1, 2) for c in self._cores], self._center)
+
+    def adjoint(self) -> TTMatrix:
+        """``A^H``: the conjugate transpose (``transpose()`` for real dtypes)."""
+        return TTMatrix._trusted([c.transpose(1, 2).conj() for c in self._cores], self._center)
+
+    @property
+    def T(self) -> TTMatrix:
+        """:meth:`transpose`."""
+        return self.transpose()
+
+    @property
+    def mH(self) -> TTMatrix:
+        """:meth:`adjoint`."""
+        return self.adjoint()
+
     # ------------------------------------------------------------------ products
     def __matmul__(self, other: Any) -> Any:
-        """``A @ x`` for a :class:`TensorTrain` ``x`` (exact, ranks multiply)."""
-        from .matvec import matvec
+        """``A @ x``: a :class:`TensorTrain` (exact, ranks multiply, :func:`matvec`), a :class:`TTMatrix`
+        (exact, :func:`matmul`), or a dense tensor ``(prod n,)`` / ``(prod n, k)`` (:func:`apply_dense`)."""
+        from .matvec import apply_dense, matmul, matvec
 
         if isinstance(other, TensorTrain):
             return matvec(self, other)
+        if isinstance(other, TTMatrix):
+            return matmul(self, other)
+        if isinstance(other, torch.Tensor):
+            if other.ndim == 1:
+                return apply_dense(self, other)
+            if other.ndim == 2:
+                return apply_dense(self, other.mT).mT
+            raise ValueError(
+                f"other (A @ other): expected a 1-D (prod n,) or 2-D (prod n, k) tensor, got shape "
+                f"{tuple(other.shape)}; use apply_dense for batches (..., prod n)"
+            )
         return NotImplemented
+
+    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+        """``batch (..., prod n_k) -> (..., prod m_k)`` core by core, never forming the dense matrix (:func:`apply_dense`)."""
+        from .matvec import apply_dense
+
+        return apply_dense(self, batch)
+
+
+@dataclass(frozen=True)
+class MatrixTruncationReport(TruncationReport):
+    """A :class:`~tnadapt.tt.TruncationReport` for a TT-matrix: ``matrix`` is the rounded operator.
+
+    ``tt`` is its merged-leg train (:meth:`TTMatrix.to_tt`); ``error`` is ``||A - matrix||_F``
+    exactly (one canonical rounding pass) and ``reference_norm`` is ``||A||_F``.
+    """
+
+    matrix: TTMatrix
+
+
+def round_matrix(
+    a: TTMatrix,
+    *,
+    max_rank: int | Sequence[int] | None = None,
+    eps: float | None = None,
+    cutoff: float | None = None,
+    min_rank: int = 1,
+    method: str = "deterministic",
+) -> MatrixTruncationReport:
+    """Round a TT-matrix by :func:`tnadapt.tt.round_tt` on its merged legs (the same contract:
+    ``eps`` gives ``||A - round(A)||_F <= eps ||A||_F``, ``max_rank`` caps the ranks quasi-optimally).
+
+    >>> import torch
+    >>> A = TTMatrix.random((2, 2, 2), (2, 2, 2), 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> rep = round_matrix(A + A, eps=1e-12)
+    >>> rep.matrix.ranks, float(rep.relative_error) < 1e-12
+    ((1, 2, 2, 1), True)
+    """
+    from .rounding import round_tt
+
+    if not isinstance(a, TTMatrix):
+        raise TypeError(f"a: expected a TTMatrix, got {describe(a)}")
+    rep = round_tt(a.to_tt(), max_rank=max_rank, eps=eps, cutoff=cutoff, min_rank=min_rank, method=method)
+    fields = {f.name: getattr(rep, f.name) for f in dataclasses.fields(rep)}
+    return MatrixTruncationReport(**fields, matrix=a._like(rep.tt))
+
+
+def _site_indices(name: str, index: Any, dims: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
+    """Per-site positions (1-D int64 tensors) for a ``rows``/``cols`` argument of :meth:`TTMatrix.__getitem__`."""
+    if index is Ellipsis or (isinstance(index, slice) and index == slice(None)):
+        return [torch.arange(n, device=device) for n in dims]
+    if not isinstance(index, (tuple, list)) or len(index) != len(dims):
+        raise TypeError(f"{name}: expected ... or a sequence of {len(dims)} per-site indices, got {describe(index)}")
+    out = []
+    for k, (idx, n) in enumerate(zip(index, dims)):
+        positions = torch.arange(n)
+        single = as_int(idx)
+        try:
+            if single is not None:
+                picked = positions[single].reshape(1)
+            elif isinstance(idx, slice):
+                picked = positions[idx]
+            else:
+                picked = positions[torch.as_tensor(idx, dtype=torch.long).reshape(-1)]
+        except (IndexError, TypeError, ValueError, RuntimeError):
+            raise IndexError(f"{name}[{k}]: index {idx!r} is not valid for a leg of size {n}") from None
+        if picked.numel() == 0:
+            raise IndexError(f"{name}[{k}]: index {idx!r} selects nothing from a leg of size {n}")
+        out.append(picked.to(device))
+    return out
+
+
+def _multi_index(name: str, index: object, dims: tuple[int, ...]) -> list[int]:
+    """A full multi-index (one int per site, negative from the end) checked against ``dims``."""
+    items = list(index) if isinstance(index, (tuple, list)) else None
+    if items is None or len(items) != len(dims) or any(as_int(i) is None for i in items):
+        raise TypeError(f"{name}: expected a tuple of {len(dims)} ints, got {describe(index)}")
+    out = []
+    for k, (i, n) in enumerate(zip(items, dims)):
+        v = as_int(i)
+        assert v is not None
+        if not -n <= v < n:
+            raise IndexError(f"{name}[{k}]: index {v} is out of range for a leg of size {n}")
+        out.append(v % n)
+    return out
