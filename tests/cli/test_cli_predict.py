@@ -96,3 +96,21 @@ def test_predict_mistakes_are_one_line(
         assert not output.exists()
     err = one_line_error(*run_cli(capsys, "predict", str(tmp_path), "--input", str(data)))
     assert "is not a finished tnadapt run" in err
+
+
+def test_a_vera_run_predicts_with_the_same_frozen_projections(
+    labelled: tuple[Path, list[str], list[str]], tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """peft VeRA through finetune: only the scaling vectors train and are saved; predict rebuilds the frozen random
+    projections (fixed PRNG key) and reproduces the run's final accuracy."""
+    data, _, gold = labelled
+    run = tmp_path / "vera"
+    _train(capsys, tiny_bert, data, run, "--adapter", "vera", "--rank", "4", "--lr", "3e-2")
+    metrics = read_json(run / "metrics.json")
+    assert metrics["adapter_params"] == 2 * 2 * (32 + 4)  # q and v of 2 layers: lambda_b (out) + lambda_d (r)
+    code, report, _ = run_cli(capsys, "inspect", str(run))
+    assert code == 0 and "adapter parameters: 144;" in report
+    code, out, err = run_cli(capsys, "predict", str(run), "--input", str(data), "--no-progress")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert sum(r["label"] == y for r, y in zip(rows, gold)) / len(gold) == metrics["final_valid_acc"]

@@ -156,8 +156,11 @@ def _plain_report(adir: Path) -> list[str]:
     if not isinstance(cfg, dict):
         raise UserError(f"inspect: {config_path}: expected a JSON object, got a {type(cfg).__name__}")
     spec = _Fields(config_path).get(cfg, "spec", dict, "spec", default={})
-    lora = sum(int(v.numel()) for k, v in tensors.items() if "lora_" in k)
-    heads = sum(int(v.numel()) for k, v in tensors.items() if "lora_" not in k)
+    from .methods import PEFT_PARAMETER_PREFIX
+
+    prefix = PEFT_PARAMETER_PREFIX.get(str(cfg.get("method")), "lora_")
+    lora = sum(int(v.numel()) for k, v in tensors.items() if prefix in k)
+    heads = sum(int(v.numel()) for k, v in tensors.items() if prefix not in k)
     if cfg.get("method") == "head":
         described = "method: head (linear probe of the frozen encoder)"
     else:

@@ -5,6 +5,8 @@
   dataset; ``metatt-5d``: the encoder's attention heads);
 * ``tera`` — the ``tera`` adapter family of :mod:`tnadapt.nn` through the same ``wrap`` API;
 * ``lora`` — ``peft`` LoRA injected into the encoder (the reference method);
+* ``vera`` — ``peft`` VeRA (frozen shared random projections of rank ``r``, default 256, and trained
+  per-layer scaling vectors), injected like LoRA;
 * ``head`` — no adapter: only the linear head(s) train (a linear probe of the frozen encoder).
 
 Every method freezes the encoder; the head(s) train unless ``train_head=False``.
@@ -33,6 +35,8 @@ __all__ = [
     "DEFAULT_ALPHA",
     "METATT_METHODS",
     "METHODS",
+    "PEFT_METHODS",
+    "PEFT_PARAMETER_PREFIX",
     "Attached",
     "MethodSpec",
     "attach",
@@ -40,7 +44,12 @@ __all__ = [
 ]
 
 METATT_METHODS = ("metatt-4d", "metatt-5d", "metatt-4+1d", "lotr")
-METHODS = (*METATT_METHODS, "tera", "lora", "head")
+PEFT_METHODS = ("lora", "vera")
+METHODS = (*METATT_METHODS, "tera", *PEFT_METHODS, "head")
+#: Name fragment of the trainable tensors peft injects, per peft method.
+PEFT_PARAMETER_PREFIX = {"lora": "lora_", "vera": "vera_lambda_"}
+#: Default rank per method when none is given (VeRA: peft's 256; the rest: 8).
+DEFAULT_RANK = {"vera": 256}
 #: Default ``alpha`` per method: MetaTT multiplies ``ΔW`` by alpha (paper grid 0.5–4); LoRA uses ``2 r``.
 DEFAULT_ALPHA = {"metatt-4d": 2.0, "metatt-5d": 2.0, "metatt-4+1d": 2.0, "lotr": 2.0, "tera": 1.0}
 HEAD_MODULE = "heads"
@@ -65,7 +74,7 @@ class MethodSpec:
         if self.method not in METHODS:
             raise UserError(f"--adapter: unknown adapter {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.rank is None and self.method not in ("tera", "head"):
-            self.rank = 8
+            self.rank = DEFAULT_RANK.get(self.method, 8)
         if self.rank is not None:
             check_int("--rank", self.rank)
         check_int("--seed", self.seed, minimum=0, maximum=MAX_SEED)
@@ -117,9 +126,13 @@ class Attached:
         """Trainable adapter entries (0 for ``head``)."""
         if self.is_tnadapt:
             return sum(int(a.num_parameters()) for a in self.adapters())
-        if self.spec.method == "lora":
-            return sum(p.numel() for n, p in self.model.named_parameters() if "lora_" in n)
+        if self.spec.method in PEFT_METHODS:
+            return sum(p.numel() for n, p in self.model.named_parameters() if self._is_peft_parameter(n))
         return 0
+
+    def _is_peft_parameter(self, name: str) -> bool:
+        prefix = PEFT_PARAMETER_PREFIX.get(self.spec.method)
+        return prefix is not None and prefix in name
 
     def head_parameters(self) -> int:
         return sum(p.numel() for p in self.model.heads.parameters())
@@ -137,7 +150,11 @@ class Attached:
             return adapter_files(self.model)
         from ..nn.serialization import tensor_bytes
 
-        state = {n: p for n, p in self.model.named_parameters() if "lora_" in n or n.startswith(HEAD_MODULE + ".")}
+        state = {
+            n: p
+            for n, p in self.model.named_parameters()
+            if self._is_peft_parameter(n) or n.startswith(HEAD_MODULE + ".")
+        }
         spec = {**self.spec.to_dict(), "targets": list(self.targets)}
         config = {"method": self.spec.method, "spec": spec, "num_labels": self.model.num_labels}
         return {
@@ -253,25 +270,39 @@ def _check_tucker_rank(config: Any, rank: int | None, found: Sequence[TargetInfo
         )
 
 
-def _attach_lora(model: TextClassifier | CausalLM, spec: MethodSpec, targets: list[str]) -> None:
+def _attach_peft(model: TextClassifier | CausalLM, spec: MethodSpec, targets: list[str]) -> None:
+    """Inject peft LoRA or VeRA (``spec.method``) into the encoder; only its trainable tensors train.
+
+    VeRA's frozen random projections come from peft's fixed ``projection_prng_key`` (0), so a restore rebuilds the
+    same ones; its scaling vectors start at peft's defaults (``lambda_b = 0``, ``lambda_d = 0.1``)."""
     try:
-        from peft import LoraConfig, inject_adapter_in_model
+        from peft import LoraConfig, VeraConfig, inject_adapter_in_model
     except ImportError:
-        raise UserError("--adapter lora: needs peft (pip install 'tnadapt[hf]')") from None
+        raise UserError(f"--adapter {spec.method}: needs peft (pip install 'tnadapt[hf]')") from None
     torch.manual_seed(spec.seed)
-    config = LoraConfig(
-        r=spec.rank or 8,
-        lora_alpha=spec.resolved_alpha,  # type: ignore[arg-type]  # peft types it int but scales by any number
-        target_modules=targets,
-        lora_dropout=0.0,
-        bias="none",
-    )
+    config: LoraConfig | VeraConfig
+    if spec.method == "vera":
+        config = VeraConfig(r=spec.rank or DEFAULT_RANK["vera"], target_modules=targets, vera_dropout=0.0, bias="none")
+    else:
+        config = LoraConfig(
+            r=spec.rank or 8,
+            lora_alpha=spec.resolved_alpha,  # type: ignore[arg-type]  # peft types it int but scales by any number
+            target_modules=targets,
+            lora_dropout=0.0,
+            bias="none",
+        )
     try:
-        inject_adapter_in_model(config, model.encoder)
+        if spec.method == "vera":  # its projections are shared state of the tuner: built through VeraModel,
+            from peft.tuners.vera import VeraModel  # which modifies the encoder in place (the layers keep them)
+
+            VeraModel(model.encoder, config, "default")
+        else:
+            inject_adapter_in_model(config, model.encoder)
     except ValueError as exc:
         raise UserError(f"--targets: peft could not find {targets} in the model ({exc})") from None
+    prefix = PEFT_PARAMETER_PREFIX[spec.method]
     for name, p in model.encoder.named_parameters():
-        p.requires_grad_("lora_" in name)
+        p.requires_grad_(prefix in name)
 
 
 def attach(model: TextClassifier | CausalLM, spec: MethodSpec) -> Attached:
@@ -293,7 +324,7 @@ def attach(model: TextClassifier | CausalLM, spec: MethodSpec) -> Attached:
         raise UserError(f"--targets: {exc}") from None
     reference = sum(8 * (t.in_features + t.out_features) for t in found)
     limit = min(min(t.in_features, t.out_features) for t in found)
-    if spec.method in (*METATT_METHODS, "lora") and spec.rank is not None and spec.rank > limit:
+    if spec.method in (*METATT_METHODS, *PEFT_METHODS) and spec.rank is not None and spec.rank > limit:
         raise UserError(
             f"--rank {spec.rank}: cannot exceed {limit} = min(in_features, out_features) of the targeted layers"
         )
@@ -313,8 +344,8 @@ def attach(model: TextClassifier | CausalLM, spec: MethodSpec) -> Attached:
             wrap(model, config)
         except (ValueError, TypeError) as exc:
             raise UserError(f"--adapter tera: {exc}") from None
-    elif spec.method == "lora":
-        _attach_lora(model, spec, targets)
+    elif spec.method in PEFT_METHODS:
+        _attach_peft(model, spec, targets)
     model.heads.requires_grad_(spec.train_head)
     attached = Attached(model, spec, reference, targets)
     if not attached.trainable():
