@@ -22,8 +22,8 @@ from .indexing import gather, getitem
 from .init import init_core, make_cores
 from .io import load_tt, save_tt
 from .lowrank import LowRankReport, tt_from_lowrank
-from .matrix import TTMatrix
-from .matvec import matvec
+from .matrix import MatrixTruncationReport, TTMatrix, round_matrix
+from .matvec import ProductReport, apply_dense, kron, matmul, matvec, matvec_round
 from .ops import add, contract, dot, hadamard, norm, scale
 from .padding import max_ranks, pad_ranks
 from .randomized import round_sum
@@ -36,6 +36,8 @@ __all__ = [
     "DEFAULT_MAX_DENSE_ELEMENTS",
     "CrossReport",
     "LowRankReport",
+    "MatrixTruncationReport",
+    "ProductReport",
     "SweepReport",
     "TTMatrix",
     "TensorTrain",
@@ -43,6 +45,7 @@ __all__ = [
     "TruncationReport",
     "add",
     "apply",
+    "apply_dense",
     "contract",
     "cross",
     "dmrg_sweep",
@@ -53,10 +56,13 @@ __all__ = [
     "init_core",
     "is_left_orthonormal",
     "is_right_orthonormal",
+    "kron",
     "left_qr_step",
     "load_tt",
     "make_cores",
+    "matmul",
     "matvec",
+    "matvec_round",
     "max_ranks",
     "maxvol",
     "merge",
@@ -65,6 +71,7 @@ __all__ = [
     "pad_ranks",
     "replace_two_site",
     "right_qr_step",
+    "round_matrix",
     "round_sum",
     "round_tt",
     "save_tt",
