@@ -215,3 +215,23 @@ def test_tiny_and_huge_float32_factors(factor, criteria):
     ref = dense_stack([(a * factor, b * factor) for a, b in slices], 9, 7, index_shape)
     measured = float((testing.dense(big.tt).to(F64) - ref).norm())
     assert float(big.error) == pytest.approx(measured, rel=1e-4)
+
+
+@pytest.mark.parametrize("index_shape", [(4, 3), (2, 3, 2)])
+@pytest.mark.parametrize("criteria", [{}, {"max_rank": 3}, {"eps": 0.3}, {"cutoff": 1e-2}])
+def test_inner_bonds_by_sum_rounding_match_tt_svd(monkeypatch, index_shape, criteria):
+    """Both ways of truncating the inner bonds (rounding the sum of slice trains, TT-SVD of the
+    projected core) give the same ranks, the same discarded norms and the same exact slice errors."""
+    import tnadapt.tt.lowrank as lowrank
+
+    slices = random_slices(5, 9, 7, index_shape, [2, 1], missing={1})
+    reports = {}
+    for as_sum in (True, False):
+        monkeypatch.setattr(lowrank, "_round_as_sum", lambda sum_rank, columns, as_sum=as_sum: as_sum)
+        reports[as_sum] = tt_from_lowrank(slices, index_shape, **criteria)
+    by_sum, by_svd = reports[True], reports[False]
+    assert by_sum.tt.ranks == by_svd.tt.ranks
+    assert torch.allclose(by_sum.discarded, by_svd.discarded, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(by_sum.slice_errors, by_svd.slice_errors, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(testing.dense(by_sum.tt), testing.dense(by_svd.tt), rtol=1e-9, atol=1e-12)
+    testing.assert_canonical(by_sum.tt, len(index_shape), atol=1e-12)
