@@ -59,7 +59,7 @@ def dense_matrix(a: TTMatrix) -> torch.Tensor:
     merged = testing.dense(a.to_tt().to(wide(a.dtype)))
     split = merged.reshape([s for m, n in zip(a.row_dims, a.col_dims) for s in (m, n)])
     perm = [2 * k for k in range(d)] + [2 * k + 1 for k in range(d)]
-    return split.permute(perm).reshape(math.prod(a.row_dims), math.prod(a.col_dims))
+    return split.permute(perm).reshape(math.prod(a.row_dims), math.prod(a.col_dims)).contiguous()
 
 
 def dense_vector(x: TensorTrain) -> torch.Tensor:
