@@ -13,9 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.tt._helpers import scaled, trains
+from tests.tt._matrix_helpers import tt_matrices
 from tnadapt import testing
-from tnadapt.tt import TensorTrain, load_tt, save_tt
+from tnadapt.tt import TensorTrain, TTMatrix, load_tt, load_tt_matrix, save_tt
 from tnadapt.tt.io import FORMAT_NAME
+from tnadapt.tt.io import _digest as io_digest
 
 EXTRA_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -246,3 +248,92 @@ def test_loading_never_unpickles(saved: tuple[Path, TensorTrain], monkeypatch: p
     monkeypatch.setattr(torch, "load", boom)
     _assert_identical(x, load_tt(path))
     assert FORMAT_NAME in path.read_bytes()[:4096].decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------- TT-matrices
+@given(a=tt_matrices(), center=st.none() | st.integers(0, 3))
+@scaled(0.5)
+def test_tt_matrix_round_trip_is_bit_exact(a: TTMatrix, center: int | None) -> None:
+    if center is not None:
+        a = a.orthogonalize(min(center, a.order - 1))
+    with tempfile.TemporaryDirectory() as d:
+        b = load_tt_matrix(save_tt(a, Path(d) / "a.safetensors"))
+    assert isinstance(b, TTMatrix) and (b.row_dims, b.col_dims, b.ranks) == (a.row_dims, a.col_dims, a.ranks)
+    assert b.dtype == a.dtype and b.center == a.center and b.device == torch.device("cpu")
+    assert all(_same(x, y) for x, y in zip(a.cores, b.cores, strict=True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tt_matrix_to_and_from_a_device(tmp_path: Path, device: str) -> None:
+    a = TTMatrix.random((2, 3), (3, 1), 2, dtype=torch.complex64, device=device)
+    b = load_tt_matrix(save_tt(a, tmp_path / "a.safetensors"), device=device)
+    assert b.device.type == device and b.dtype == torch.complex64
+    assert all(torch.equal(x, y) for x, y in zip(a.cores, b.cores, strict=True))
+
+
+def test_each_loader_refuses_the_other_kind(saved: tuple[Path, TensorTrain], tmp_path: Path) -> None:
+    path, _ = saved
+    with pytest.raises(
+        ValueError, match=r"holds a TensorTrain \(kind 'tensor-train'\), not a TTMatrix; load it with load_tt\(\)"
+    ):
+        load_tt_matrix(path)
+    a = TTMatrix.random((2, 3), (3, 2), 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mpath = save_tt(a, tmp_path / "a.safetensors")
+    with pytest.raises(
+        ValueError, match=r"holds a TTMatrix \(kind 'tt-matrix'\), not a TensorTrain; load it with load_tt_matrix\(\)"
+    ) as exc:
+        load_tt(mpath)
+    assert str(mpath) in str(exc.value)
+
+
+def test_header_without_kind_is_a_train(saved: tuple[Path, TensorTrain]) -> None:
+    """Files written before operators existed have no ``kind``: they load as trains."""
+    path, x = saved
+    info, meta = _split(path)
+    del meta["kind"]
+    recorded = meta.pop("sha256")
+    assert recorded
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    meta["sha256"] = io_digest(data[8 + n :], meta)
+    _rewrite(path, info, meta)
+    _assert_identical(x, load_tt(path))
+
+
+@pytest.fixture
+def saved_matrix(tmp_path: Path) -> tuple[Path, TTMatrix]:
+    a = TTMatrix.random((2, 3, 2), (3, 1, 2), 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return save_tt(a, tmp_path / "a.safetensors"), a
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        ({"kind": "tensor"}, "header kind 'tensor' is not one of"),
+        ({"kind": None}, "header kind None"),
+        ({"row_dims": [2, 3]}, r"header row_dims \[2, 3\] is not a list of 3 positive integers"),
+        ({"col_dims": [3, 1, 0]}, "header col_dims"),
+        ({"col_dims": "312"}, "header col_dims"),
+        ({"row_dims": [3, 2, 2]}, "do not give the stored shape"),
+        ({"row_dims": [1, 3, 2], "col_dims": [6, 1, 2]}, "sha256"),
+    ],
+)
+def test_edited_tt_matrix_header(saved_matrix: tuple[Path, TTMatrix], edit: dict, match: str) -> None:
+    path, _ = saved_matrix
+    info, meta = _split(path)
+    _rewrite(path, info, {**meta, **edit})
+    with pytest.raises(ValueError, match=match) as exc:
+        load_tt_matrix(path)
+    assert str(path) in str(exc.value)
+
+
+def test_tt_matrix_flipped_byte_and_truncation(saved_matrix: tuple[Path, TTMatrix]) -> None:
+    path, _ = saved_matrix
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[:-4]))
+    with pytest.raises(ValueError, match=r"truncated|bytes"):
+        load_tt_matrix(path)
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256"):
+        load_tt_matrix(path)

@@ -21,7 +21,7 @@ from .decompositions import tt_svd
 from .dmrg import EigenSweep, EigshReport, dmrg_eigsh
 from .indexing import gather, getitem
 from .init import init_core, make_cores
-from .io import load_tt, save_tt
+from .io import load_tt, load_tt_matrix, save_tt
 from .lowrank import LowRankReport, tt_from_lowrank
 from .matrix import MatrixTruncationReport, TTMatrix, round_matrix
 from .matvec import ProductReport, apply_dense, kron, matmul, matvec, matvec_round
@@ -72,6 +72,7 @@ __all__ = [
     "laplacian_mpo",
     "left_qr_step",
     "load_tt",
+    "load_tt_matrix",
     "make_cores",
     "matmul",
     "matvec",

@@ -1,12 +1,20 @@
-"""Save and load a :class:`~tnadapt.tt.TensorTrain` as one ``.safetensors`` file, never unpickling.
+"""Save and load a :class:`~tnadapt.tt.TensorTrain` or :class:`~tnadapt.tt.TTMatrix` as one ``.safetensors`` file, never unpickling.
 
 The file is a plain safetensors file: the cores under ``core.0`` … ``core.{d-1}`` (complex
 cores as their ``torch.view_as_real`` view, a trailing axis of 2, because safetensors has no
 ``complex128``), and in ``__metadata__["tnadapt_tt"]`` a JSON header::
 
     {"format": "tnadapt-tensor-train", "format_version": 1, "tnadapt_version": "0.1.0",
-     "dtype": "complex128", "shape": [4, 5], "ranks": [1, 3, 1], "center": 0,
-     "sha256": "<hex>"}
+     "kind": "tensor-train", "dtype": "complex128", "shape": [4, 5], "ranks": [1, 3, 1],
+     "center": 0, "sha256": "<hex>"}
+
+A :class:`~tnadapt.tt.TTMatrix` is stored the same way, as its merged-leg train
+(:meth:`~tnadapt.tt.TTMatrix.to_tt`: core ``k`` of shape ``(r_{k-1}, m_k n_k, r_k)``), with
+``"kind": "tt-matrix"`` and ``"row_dims"`` / ``"col_dims"`` in the header (``shape[k] ==
+row_dims[k] * col_dims[k]``); one writer and one reader serve both.  :func:`load_tt` reads
+trains and :func:`load_tt_matrix` operators; each refuses the other kind with a message
+saying which function to use.  A header without ``"kind"`` (files written before operators
+existed) is a train.
 
 ``sha256`` covers the tensor bytes and the header itself (without the field), so a flipped
 byte is caught.  :func:`save_tt` writes the file all-or-nothing (:func:`tnadapt.atomic.write_file`).
@@ -27,6 +35,12 @@ before it reads or allocates the cores; anything wrong is a ``ValueError`` namin
 ((4, 5, 6), (1, 3, 3, 1), torch.complex128, 1)
 >>> all(torch.equal(a, b) for a, b in zip(x.cores, y.cores))
 True
+>>> from tnadapt.tt import TTMatrix, load_tt_matrix
+>>> A = TTMatrix.random((2, 3), (3, 2), 2, generator=g, dtype=torch.float64)
+>>> with tempfile.TemporaryDirectory() as d:
+...     B = load_tt_matrix(save_tt(A, Path(d) / "A.safetensors"))
+>>> B.row_dims, B.col_dims, torch.equal(A.full(), B.full())
+((2, 3), (3, 2), True)
 """
 
 from __future__ import annotations
@@ -40,9 +54,10 @@ from typing import Any
 
 import torch
 
+from .matrix import TTMatrix
 from .tensor_train import TensorTrain
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_tt", "save_tt"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_tt", "load_tt_matrix", "save_tt"]
 
 FORMAT_NAME = "tnadapt-tensor-train"
 FORMAT_VERSION = 1
@@ -68,6 +83,8 @@ for _name, _code in (
 ):
     if hasattr(torch, _name):
         _DTYPES[_name] = (getattr(torch, _name), _code, False)
+#: header ``kind`` -> (what it is, the function that loads it).
+_KINDS = {"tensor-train": ("a TensorTrain", "load_tt"), "tt-matrix": ("a TTMatrix", "load_tt_matrix")}
 _ITEMSIZE = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1}
 
 
@@ -81,8 +98,8 @@ def _digest(data: bytes | memoryview, header: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def save_tt(tt: TensorTrain, path: str | os.PathLike[str]) -> Path:
-    """Write ``tt`` (cores, dtype, tracked centre) to the single file ``path``; returns the path.
+def save_tt(tt: TensorTrain | TTMatrix, path: str | os.PathLike[str]) -> Path:
+    """Write ``tt`` — a train or a TT-matrix (cores, dtype, tracked centre) — to the single file ``path``; returns the path.
 
     The write is all-or-nothing: ``path`` holds the old content or the new, whatever happens.
     Cores on any device are copied to the CPU; gradients are not saved.  Supported dtypes:
@@ -94,8 +111,12 @@ def save_tt(tt: TensorTrain, path: str | os.PathLike[str]) -> Path:
     from .. import __version__
     from ..atomic import check_directory_arg, write_file
 
+    extra: dict[str, Any] = {"kind": "tensor-train"}
+    if isinstance(tt, TTMatrix):
+        extra = {"kind": "tt-matrix", "row_dims": list(tt.row_dims), "col_dims": list(tt.col_dims)}
+        tt = tt.to_tt()
     if not isinstance(tt, TensorTrain):
-        raise TypeError(f"tt: expected a TensorTrain, got {type(tt).__name__}")
+        raise TypeError(f"tt: expected a TensorTrain or a TTMatrix, got {type(tt).__name__}")
     target = check_directory_arg(path, "path")
     name = _dtype_name(tt.dtype)
     if name not in _DTYPES:
@@ -109,6 +130,7 @@ def save_tt(tt: TensorTrain, path: str | os.PathLike[str]) -> Path:
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "tnadapt_version": __version__,
+        **extra,
         "dtype": name,
         "shape": list(tt.shape),
         "ranks": list(tt.ranks),
@@ -157,12 +179,52 @@ def _check_header(fail: Any, meta: dict[str, Any]) -> tuple[torch.dtype, str, bo
     return dtype, code, real_view, shape, ranks, center
 
 
+def _check_kind(fail: Any, meta: dict[str, Any], shape: list[int], kind: str) -> tuple[list[int], list[int]] | None:
+    """The header's ``kind`` must be ``kind``; for a TT-matrix, its checked ``(row_dims, col_dims)``."""
+    found = meta.get("kind", "tensor-train")
+    if not isinstance(found, str) or found not in _KINDS:
+        raise fail(f"header kind {found!r} is not one of {', '.join(_KINDS)}")
+    if found != kind:
+        what, loader = _KINDS[found]
+        raise fail(f"holds {what} (kind {found!r}), not {_KINDS[kind][0]}; load it with {loader}()")
+    if kind != "tt-matrix":
+        return None
+    dims = []
+    for key in ("row_dims", "col_dims"):
+        value = meta.get(key)
+        if not isinstance(value, list) or len(value) != len(shape) or not all(_is_int(v) and v >= 1 for v in value):
+            raise fail(f"header {key} {value!r} is not a list of {len(shape)} positive integers")
+        dims.append(value)
+    if [m * n for m, n in zip(*dims)] != shape:
+        raise fail(f"header row_dims {dims[0]} times col_dims {dims[1]} do not give the stored shape {shape}")
+    return dims[0], dims[1]
+
+
 def load_tt(path: str | os.PathLike[str], *, device: torch.device | str | None = None) -> TensorTrain:
     """Read a train written by :func:`save_tt`, onto ``device`` (default CPU); never unpickles.
 
-    Everything is checked before the cores are read: a corrupt, truncated or foreign file, or a
-    header that disagrees with the stored tensors, raises ``ValueError`` naming the file.
+    Everything is checked before the cores are read: a corrupt, truncated or foreign file, a
+    header that disagrees with the stored tensors, or a file holding a TT-matrix, raises
+    ``ValueError`` naming the file.
     """
+    out, _ = _load(path, device, "tensor-train")
+    return out
+
+
+def load_tt_matrix(path: str | os.PathLike[str], *, device: torch.device | str | None = None) -> TTMatrix:
+    """Read a TT-matrix written by :func:`save_tt`, onto ``device`` (default CPU); never unpickles.
+
+    The checks of :func:`load_tt`; a file holding a train raises ``ValueError`` saying so.
+    """
+    out, dims = _load(path, device, "tt-matrix")
+    assert dims is not None
+    return TTMatrix.from_tt(out, *dims)
+
+
+def _load(
+    path: str | os.PathLike[str], device: torch.device | str | None, kind: str
+) -> tuple[TensorTrain, tuple[list[int], list[int]] | None]:
+    """The reader behind :func:`load_tt` and :func:`load_tt_matrix`: the stored train and, for a TT-matrix, its dims."""
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
@@ -201,6 +263,7 @@ def load_tt(path: str | os.PathLike[str], *, device: torch.device | str | None =
             if not isinstance(meta, dict):
                 raise fail(f"the {_META_KEY!r} header is not a JSON object")
             dtype, code, real_view, shape, ranks, center = _check_header(fail, meta)
+            dims = _check_kind(fail, meta, shape, kind)
             d = len(shape)
             if len(info) != d or set(info) != {f"core.{k}" for k in range(d)}:
                 raise fail(f"expected the {d} tensors core.0 … core.{d - 1} the header declares, got {len(info)}")
@@ -249,4 +312,4 @@ def load_tt(path: str | os.PathLike[str], *, device: torch.device | str | None =
         if t.dtype != dtype:
             raise fail(f"core.{k}: loaded as {t.dtype}, expected {dtype}")
         cores.append(t.to(target))
-    return TensorTrain(cores, center=center)
+    return TensorTrain(cores, center=center), dims
