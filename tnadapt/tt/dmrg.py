@@ -197,8 +197,8 @@ def dmrg_eigsh(
 
     >>> import torch
     >>> from tnadapt.tt import heisenberg_mpo
-    >>> H = heisenberg_mpo(8, dtype=torch.float64)
-    >>> rep = dmrg_eigsh(H, max_rank=16)
+    >>> H = heisenberg_mpo(6, dtype=torch.float64)
+    >>> rep = dmrg_eigsh(H, max_rank=8)
     >>> exact = float(torch.linalg.eigvalsh(H.full())[0])
     >>> rep.converged, abs(rep.energy - exact) < 1e-10
     (True, True)
@@ -321,7 +321,7 @@ def _dmrg_one(
             cores[0] = vec / stable_norm(vec)
         for b, absorb in visits:
             guess = _merge(cores[b], cores[b + 1])
-            with env.local_threads(guess):
+            with env.sweep_threads(cores[b : b + 2]):
                 energy, gone = bond_step(b, absorb, guess)
             worst = max(worst, gone)
         # The energy of the truncated state: the last block is the centre of an orthonormal frame.

@@ -19,9 +19,9 @@ Every contraction below is a short chain of matrix products with explicit reshap
 small for the bond dimensions sweeps usually run at, and on CPU small GEMMs gain nothing
 from intra-op threads and lose a lot when the cores are shared (measured: a two-site
 product at bond dimension 32 took 0.4 ms single-threaded and 70 ms with 2 threads on a
-loaded 2-core machine), so :func:`local_threads` runs a local step single-threaded below
-:data:`SINGLE_THREAD_MAX` block entries, like the small factorizations of
-:mod:`tnadapt.tt._threads`.
+loaded 2-core machine), so :func:`sweep_threads` runs a sweep single-threaded while its
+two-site blocks have at most :data:`SINGLE_THREAD_MAX` entries, like the small
+factorizations of :mod:`tnadapt.tt._threads`.
 """
 
 from __future__ import annotations
@@ -39,19 +39,27 @@ __all__ = [
     "dense_local",
     "identity_cores",
     "left_step",
-    "local_threads",
     "product_cores",
     "right_step",
+    "sweep_threads",
 ]
 
 
-#: Local steps on blocks with at most this many entries run single-threaded on CPU (bond dimension ~90 for qubits).
+#: Sweeps whose largest two-site block has at most this many entries run single-threaded on CPU
+#: (bond dimension ~90 for qubits).
 SINGLE_THREAD_MAX = 1 << 15
 
 
-def local_threads(block: torch.Tensor) -> contextlib.AbstractContextManager[None]:
-    """The thread context for one local step on ``block``: one thread when it is small and on CPU."""
-    if block.device.type == "cpu" and block.numel() <= SINGLE_THREAD_MAX and torch.get_num_threads() > 1:
+def sweep_threads(cores: Sequence[torch.Tensor]) -> contextlib.AbstractContextManager[None]:
+    """The thread context for a sweep over ``cores``: one thread when every two-site block is small, on CPU.
+
+    The largest block is bounded by ``max_k numel(G_k) * n_{k+1}``; the caller's thread
+    setting is restored on exit (:func:`tnadapt.tt._threads.limited_threads`).
+    """
+    first = cores[0]
+    widest = max(int(c.shape[1]) for c in cores)
+    largest = max(c.numel() for c in cores) * widest
+    if first.device.type == "cpu" and largest <= SINGLE_THREAD_MAX and torch.get_num_threads() > 1:
         return limited_threads(1)
     return contextlib.nullcontext()
 

@@ -321,13 +321,13 @@ def als_solve(
         visits = [(k, "right") for k in range(d - 2)] + [(k, "left") for k in range(d - 2, -1, -1)]
     sweeps: list[SolveSweep] = []
     for sweep in range(1, max_sweeps + 1):
-        start = time.perf_counter()
-        worst = 0.0
-        if d == 1:
-            op, rhs = system.local(0, 1)
-            cores[0], _ = _solve_local(op, rhs, cores[0], opts)
-        for k, absorb in visits:
-            with env.local_threads(cores[k]):
+        with env.sweep_threads(cores):
+            start = time.perf_counter()
+            worst = 0.0
+            if d == 1:
+                op, rhs = system.local(0, 1)
+                cores[0], _ = _solve_local(op, rhs, cores[0], opts)
+            for k, absorb in visits:
                 op, rhs = system.local(k, 2)
                 guess = torch.tensordot(cores[k], cores[k + 1], dims=([2], [0]))
                 sol, res = _solve_local(op, rhs, guess, opts)
@@ -341,8 +341,8 @@ def als_solve(
                 else:  # Vh (right-orthonormal) in core k+1, U S moves on
                     cores[k], cores[k + 1] = (u * s).reshape(r0, n0, rank), vh.reshape(rank, n1, r2)
                     system.push_right(cores, k + 1)
-        x = TensorTrain(cores, center=0)
-        residual = relative_residual(A, x, b)
+            x = TensorTrain(cores, center=0)
+            residual = relative_residual(A, x, b)
         sweeps.append(SolveSweep(sweep, residual, worst, x.ranks, time.perf_counter() - start))
         if residual <= tol:
             break
@@ -401,16 +401,16 @@ def amen_solve(
     zbleft, zbright = [one] * (d + 1), [one] * (d + 1)
     sweeps: list[SolveSweep] = []
     for sweep in range(1, max_sweeps + 1):
-        start = time.perf_counter()
-        worst = 0.0
-        for k in range(d - 1, 0, -1):  # right-orthogonalise x and z, building their right environments
-            cores[k - 1], cores[k] = right_qr_step(cores[k - 1], cores[k])
-            zcores[k - 1], zcores[k] = right_qr_step(zcores[k - 1], zcores[k])
-            system.push_right(cores, k)
-            zright[k - 1] = env.right_step(zright[k], zcores[k], system.op[k], cores[k])
-            zbright[k - 1] = env.right_step(zbright[k], zcores[k], system.rop[k], system.b[k])
-        for k in range(d):
-            with env.local_threads(cores[k]):
+        with env.sweep_threads(cores):
+            start = time.perf_counter()
+            worst = 0.0
+            for k in range(d - 1, 0, -1):  # right-orthogonalise x and z, building their right environments
+                cores[k - 1], cores[k] = right_qr_step(cores[k - 1], cores[k])
+                zcores[k - 1], zcores[k] = right_qr_step(zcores[k - 1], zcores[k])
+                system.push_right(cores, k)
+                zright[k - 1] = env.right_step(zright[k], zcores[k], system.op[k], cores[k])
+                zbright[k - 1] = env.right_step(zbright[k], zcores[k], system.rop[k], system.b[k])
+            for k in range(d):
                 op, rhs = system.local(k, 1)
                 sol, res = _solve_local(op, rhs, cores[k], opts)
                 if k == d - 1:
@@ -445,8 +445,8 @@ def amen_solve(
                 system.push_left(cores, k)
                 zleft[k + 1] = env.left_step(zleft[k], zcores[k], opk, cores[k])
                 zbleft[k + 1] = env.left_step(zbleft[k], zcores[k], ropk, bk)
-        x = TensorTrain(cores, center=d - 1)
-        residual = relative_residual(A, x, b)
+            x = TensorTrain(cores, center=d - 1)
+            residual = relative_residual(A, x, b)
         sweeps.append(SolveSweep(sweep, residual, worst, x.ranks, time.perf_counter() - start))
         if residual <= tol:
             break
