@@ -19,6 +19,7 @@ chain.  Anchors are imported lazily, so collecting the benchmarks never needs th
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from tnadapt import tt
 
 __all__ = [
     "ANCHORS",
+    "EXTRAS",
     "IMPLS",
     "Case",
     "Impl",
@@ -40,10 +42,24 @@ __all__ = [
     "orth_case",
     "round_case",
     "smoke_cases",
+    "sum_case",
 ]
 
 ANCHORS = ("tntorch", "torchtt", "tensorly", "quimb")
 IMPLS = ("tnadapt", "floor", *ANCHORS)
+#: Optional implementations a case may add (each gets its own column, ratio to ``tnadapt``):
+#: the straight torch loop (QR/SVD plus the absorption GEMMs, no checks, no report),
+#: tnadapt's other methods, and quimb 1.16's new factorizations at the same rank.
+EXTRAS = (
+    "torch loop",
+    "tnadapt randomized",
+    "tnadapt round_sum",
+    "tnadapt formed",
+    "quimb svd:rand",
+    "quimb rsvd",
+    "quimb qr:cholesky",
+    "quimb src",
+)
 
 #: Relative tolerance anchors get with ``max_rank`` so only the rank cap decides (they all need some eps).
 _ANCHOR_EPS = 1e-14
@@ -63,11 +79,16 @@ class Impl:
 
 @dataclass(frozen=True)
 class Case:
-    """A named operation on seeded inputs; ``group`` is the pytest-benchmark group stem."""
+    """A named operation on seeded inputs; ``group`` is the pytest-benchmark group stem.
+
+    ``impls`` has every name of :data:`IMPLS` and any of :data:`EXTRAS`.  ``max_rounds``
+    caps the timed rounds of a case whose calls take seconds (and skips its warm-up round).
+    """
 
     group: str
     make: Callable[[], Any]
     impls: dict[str, Impl] = field(default_factory=dict)
+    max_rounds: int | None = None
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -202,6 +223,41 @@ def _record_dmrg(x: tt.TensorTrain, cap: int) -> tuple[list[torch.Tensor], list[
     return qr_mats, svd_mats
 
 
+def _torch_left_loop(cores: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The straight torch loop of left-orthogonalisation: ``torch.linalg.qr`` and the absorption GEMM, nothing else."""
+    out = list(cores)
+    for k in range(len(out) - 1):
+        r0, n, r1 = out[k].shape
+        q, r = torch.linalg.qr(out[k].reshape(r0 * n, r1))
+        out[k] = q.reshape(r0, n, q.shape[1])
+        nxt = out[k + 1]
+        out[k + 1] = (r @ nxt.reshape(r1, -1)).reshape(r.shape[0], nxt.shape[1], nxt.shape[2])
+    return out
+
+
+def _torch_round_loop(cores: Sequence[torch.Tensor], cap: int) -> list[torch.Tensor]:
+    """The straight torch loop of TT-rounding to ``cap``: right-to-left QR sweep, then truncated SVDs, no report."""
+    out = list(cores)
+    for k in range(len(out) - 1, 0, -1):
+        r0, n, r1 = out[k].shape
+        q, r = torch.linalg.qr(out[k].reshape(r0, n * r1).mH)
+        out[k] = q.mH.reshape(q.shape[1], n, r1)
+        prev = out[k - 1]
+        out[k - 1] = (prev.reshape(-1, r0) @ r.mH).reshape(prev.shape[0], prev.shape[1], q.shape[1])
+    for k in range(len(out) - 1):
+        r0, n, r1 = out[k].shape
+        u, s, vh = torch.linalg.svd(out[k].reshape(r0 * n, r1), full_matrices=False)
+        keep = min(cap, s.shape[0])
+        out[k] = u[:, :keep].reshape(r0, n, keep)
+        nxt = out[k + 1]
+        out[k + 1] = ((s[:keep, None] * vh[:keep]) @ nxt.reshape(r1, -1)).reshape(keep, nxt.shape[1], nxt.shape[2])
+    return out
+
+
+def _dense_cores(cores: Sequence[torch.Tensor]) -> torch.Tensor:
+    return tt.TensorTrain(list(cores)).full()
+
+
 def _gemm_full(cores: Sequence[torch.Tensor]) -> torch.Tensor:
     result = cores[0].reshape(cores[0].shape[1], -1)
     for core in cores[1:]:
@@ -285,6 +341,44 @@ def _quimb_left_canonize(m: Any) -> Any:
     return m
 
 
+def _quimb_compress_rand(m: Any, cap: int) -> Any:
+    """quimb's QR canonicalisation, then ``svd:rand`` (randomized SVD, oversample 10, 2 power iterations) per bond."""
+    m.compress(max_bond=cap, cutoff=0.0, method="svd:rand", seed=0)
+    return m
+
+
+def _quimb_cholesky_canonize(m: Any) -> Any:
+    """Left canonicalisation bond by bond with quimb's ``qr:cholesky`` split (two passes: CholeskyQR2)."""
+    import quimb.tensor as qtn
+
+    with warnings.catch_warnings():  # "not well-defined for tall matrices" on the rank-saturated end bonds
+        warnings.simplefilter("ignore", UserWarning)
+        for i in range(m.L - 1):
+            qtn.tensor_canonize_bond(m[i], m[i + 1], method="qr:cholesky", passes=2)
+    return m
+
+
+def _quimb_sum(trains: Sequence[tt.TensorTrain]) -> Any:
+    """The formed sum as one quimb MPS (``add_MPS``: block-diagonal cores), built outside the timing."""
+    total = _quimb(trains[0].cores)
+    for x in trains[1:]:
+        total = total.add_MPS(_quimb(x.cores))
+    return total
+
+
+def _quimb_src(m: Any, cap: int) -> Any:
+    """quimb's successive randomized compression (``method="src"``, max rank only) of the formed sum."""
+    from quimb.tensor.tn1d.compress import tensor_network_1d_compress
+
+    return tensor_network_1d_compress(m, max_bond=cap, method="src", seed=0)
+
+
+_QUIMB_RSVD = (
+    "quimb's 'rsvd' split driver has only a numpy implementation: on the torch arrays every quimb anchor "
+    "here uses, autoray finds no linalg.rsvd for the torch backend (ImportError)"
+)
+
+
 _TENSORLY_TT = "tensorly's TT module (tensorly.tt_tensor, tensorly.decomposition.tensor_train) has no "
 
 
@@ -321,6 +415,21 @@ def round_case(d: int, n: int, r: int, target: int, *, exact: bool = False) -> C
                 copy=lambda m: m.copy(),
                 dense=_quimb_dense,
             ),
+            "torch loop": Impl(
+                prepare=lambda x: list(x.cores), run=lambda c: _torch_round_loop(c, target), dense=_dense_cores
+            ),
+            "tnadapt randomized": Impl(
+                run=lambda x: tt.round_tt(x, max_rank=target, method="randomized", generator=0).tt,
+                dense=lambda y: y.full(),
+            ),
+            "quimb svd:rand": Impl(
+                prepare=lambda x: _quimb(x.cores),
+                run=lambda m: _quimb_compress_rand(m, target),
+                mutates=True,
+                copy=lambda m: m.copy(),
+                dense=_quimb_dense,
+            ),
+            "quimb rsvd": Impl(unsupported=_QUIMB_RSVD),
         },
     )
 
@@ -353,6 +462,14 @@ def orth_case(d: int, n: int, r: int) -> Case:
             "quimb": Impl(
                 prepare=lambda x: _quimb(x.cores),
                 run=_quimb_left_canonize,
+                mutates=True,
+                copy=lambda m: m.copy(),
+                dense=_quimb_dense,
+            ),
+            "torch loop": Impl(prepare=lambda x: list(x.cores), run=_torch_left_loop, dense=_dense_cores),
+            "quimb qr:cholesky": Impl(
+                prepare=lambda x: _quimb(x.cores),
+                run=_quimb_cholesky_canonize,
                 mutates=True,
                 copy=lambda m: m.copy(),
                 dense=_quimb_dense,
@@ -490,6 +607,70 @@ def dmrg_case(shape: Sequence[int], r: int, target: int, *, exact: bool = False)
     )
 
 
+def sum_case(count: int, d: int, n: int, r: int, target: int, *, exact: bool = False) -> Case:
+    """Round ``x_1 + ... + x_count`` (random trains of ranks ``r``) to ``max_rank=target``.
+
+    ``tnadapt`` is :func:`~tnadapt.tt.round_sum` with ``method="randomized"`` (never forms the
+    rank-``count r`` train); ``tnadapt formed`` forms the sum and rounds it deterministically
+    (inside the timing, as the anchors do: their ``+`` is timed too, except quimb's
+    ``add_MPS``, done outside).  ``exact``: every summand is a multiple of one rank-``target``
+    train, so every method must return the same tensor.
+    """
+
+    def make() -> list[tt.TensorTrain]:
+        g = torch.Generator().manual_seed(8)
+        if exact:
+            y = tt.TensorTrain.random((n,) * d, target, generator=g, dtype=torch.float64)
+            return [y * float(i + 1) for i in range(count)]
+        return [tt.TensorTrain.random((n,) * d, r, generator=g, dtype=torch.float64) for _ in range(count)]
+
+    def formed(xs: Sequence[Any]) -> Any:
+        total = xs[0]
+        for x in xs[1:]:
+            total = total + x
+        return total
+
+    def tntorch_round(ts: list[Any]) -> Any:
+        return _tntorch_round(formed(ts), target)
+
+    return Case(
+        group=f"round_sum {count}x d={d} n={n} r={r}->{target}",
+        make=make,
+        max_rounds=2,
+        impls={
+            "tnadapt": Impl(
+                run=lambda xs: tt.round_sum(xs, max_rank=target, method="randomized", generator=0).tt,
+                dense=lambda y: y.full(),
+            ),
+            "floor": Impl(
+                unsupported="not recorded for sums: 'tnadapt formed' (rounding the formed sum) is the deterministic "
+                "reference, and its recorded LAPACK calls alone take seconds per round"
+            ),
+            "tnadapt round_sum": Impl(run=lambda xs: tt.round_sum(xs, max_rank=target).tt, dense=lambda y: y.full()),
+            "tnadapt formed": Impl(
+                run=lambda xs: tt.round_tt(formed(xs), max_rank=target).tt, dense=lambda y: y.full()
+            ),
+            "tntorch": Impl(
+                prepare=lambda xs: [_tntorch(x.cores) for x in xs], run=tntorch_round, dense=lambda t: t.torch()
+            ),
+            "torchtt": Impl(
+                prepare=lambda xs: [_torchtt(x.cores) for x in xs],
+                run=lambda ts: formed(ts).round(_ANCHOR_EPS, target),
+                dense=lambda t: t.full(),
+            ),
+            "tensorly": Impl(unsupported=_TENSORLY_TT + "TT addition or rounding"),
+            "quimb": Impl(
+                prepare=_quimb_sum,
+                run=lambda m: _quimb_compress(m, target),
+                mutates=True,
+                copy=lambda m: m.copy(),
+                dense=_quimb_dense,
+            ),
+            "quimb src": Impl(prepare=_quimb_sum, run=lambda m: _quimb_src(m, target), dense=_quimb_dense),
+        },
+    )
+
+
 def benchmark_cases() -> list[Case]:
     """The cases of issue 2's benchmark list, at full size."""
     return [
@@ -501,6 +682,7 @@ def benchmark_cases() -> list[Case]:
         from_dense_case(7, 8, 16),
         dot_case(8, 32, 64),
         dmrg_case((768, 12, 2, 768), 64, 8),
+        sum_case(8, 16, 16, 50, 50),
     ]
 
 
@@ -513,6 +695,7 @@ def smoke_cases() -> list[Case]:
         from_dense_case(4, 3, 2, exact=True),
         dot_case(4, 3, 2),
         dmrg_case((5, 3, 2, 5), 4, 2, exact=True),
+        sum_case(3, 4, 3, 2, 2, exact=True),
     ]
 
 

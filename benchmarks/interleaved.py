@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
@@ -32,7 +33,10 @@ DEFAULT_THREADS = torch.get_num_threads()
 
 
 def time_group(case: Case, threads: int, rounds: int, seed: int = 0) -> dict[str, list[float]]:
-    """Seconds per call of every supported implementation of ``case``, ``rounds`` samples each."""
+    """Seconds per call of every supported implementation of ``case``, ``rounds`` samples each.
+
+    A case with ``max_rounds`` (calls of seconds) gets at most that many rounds and no warm-up.
+    """
     inputs = case.make()
     impls = {name: impl for name, impl in case.impls.items() if impl.unsupported is None}
     states = {name: prepared(impl, inputs) for name, impl in impls.items()}
@@ -41,8 +45,11 @@ def time_group(case: Case, threads: int, rounds: int, seed: int = 0) -> dict[str
     rng = random.Random(seed)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    warmup = 1 if case.max_rounds is None else 0
+    if case.max_rounds is not None:
+        rounds = min(rounds, case.max_rounds)
     try:
-        for rnd in range(rounds + 1):  # round 0 is the warm-up
+        for rnd in range(1 - warmup, rounds + 1):  # round 0 is the warm-up
             rng.shuffle(order)
             for name in order:
                 impl = impls[name]
@@ -61,6 +68,7 @@ def time_group(case: Case, threads: int, rounds: int, seed: int = 0) -> dict[str
 def run(rounds: int, only: str | None) -> dict[str, Any]:
     """Time every case (optionally those whose group contains ``only``) at 1 and default threads."""
     out: list[dict[str, Any]] = []
+    load_start = os.getloadavg()
     for case in benchmark_cases():
         if only and only not in case.group:
             continue
@@ -70,7 +78,12 @@ def run(rounds: int, only: str | None) -> dict[str, Any]:
                 params = {"group": case.group, "threads": label, "impl_name": name}
                 out.append({"params": params, "stats": stats, "rounds": len(values)})
             print(f"done: {case.group} | threads={label}", flush=True)
-    return {"benchmarks": out, "default_threads": DEFAULT_THREADS, "torch": torch.__version__}
+    return {
+        "benchmarks": out,
+        "default_threads": DEFAULT_THREADS,
+        "torch": torch.__version__,
+        "loadavg": {"start": load_start, "end": os.getloadavg()},  # 1/5/15-minute load averages
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     data = run(args.rounds, args.only)
     if args.json is not None:
         args.json.write_text(json.dumps(data, indent=1))
+    print(f"\nload average (1, 5, 15 min): start {data['loadavg']['start']}, end {data['loadavg']['end']}")
     for stat in ("median", "min"):
         print(f"\n{stat} of {args.rounds} interleaved rounds (ms):\n")
         print(table(data, stat))

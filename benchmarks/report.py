@@ -5,7 +5,8 @@ Usage::
     python -m benchmarks.report .benchmarks/latest.json [more.json ...] [--stat median]
 
 One row per (case, thread setting): tnadapt's time, the floor's time and their ratio,
-then each anchor's time with its ratio to tnadapt (``>1`` means tnadapt is faster).
+then each anchor's (and each extra implementation's, e.g. the straight torch loop) time with its
+ratio to tnadapt (``>1`` means tnadapt is faster).
 Times are milliseconds of the chosen statistic (median by default; ``min`` is the
 least disturbed by other processes on a shared machine).  With several files, later
 files override earlier ones entry by entry (e.g. a re-run of one case).
@@ -18,7 +19,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.cases import ANCHORS
+from benchmarks.cases import ANCHORS, EXTRAS
 
 
 def _fmt_ms(seconds: float) -> str:
@@ -34,13 +35,15 @@ def table(data: dict, stat: str = "median") -> str:
         if not {"group", "threads", "impl_name"} <= set(params):
             continue  # another benchmark module's entry
         times[(params["group"], params["threads"])][params["impl_name"]] = bench["stats"][stat]
-    header = ["case", "threads", "tnadapt ms", "floor ms", "tnadapt/floor", *(f"{a} ms (x tnadapt)" for a in ANCHORS)]
+    present = {name for row in times.values() for name in row}
+    others = [*ANCHORS, *(e for e in EXTRAS if e in present)]  # extras only where some case has them
+    header = ["case", "threads", "tnadapt ms", "floor ms", "tnadapt/floor", *(f"{a} ms (x tnadapt)" for a in others)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (group, threads), row in times.items():
         ours, floor = row.get("tnadapt"), row.get("floor")
         cells = [group, threads, _fmt_ms(ours) if ours else "–", _fmt_ms(floor) if floor else "–"]
         cells.append(f"{ours / floor:.2f}" if ours and floor else "–")
-        for anchor in ANCHORS:
+        for anchor in others:
             t = row.get(anchor)
             cells.append("n/a" if t is None else f"{_fmt_ms(t)} ({t / ours:.1f}x)" if ours else _fmt_ms(t))
         lines.append("| " + " | ".join(cells) + " |")

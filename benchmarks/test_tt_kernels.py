@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.cases import IMPLS, Case, benchmark_cases, prepared
+from benchmarks.cases import EXTRAS, IMPLS, Case, benchmark_cases, prepared
 from benchmarks.conftest import THREAD_SETTINGS, num_threads, time_impl
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:torchtt.*")
@@ -33,10 +33,12 @@ def _state(group: str, impl_name: str) -> Any:
     return prepared(CASES[group].impls[impl_name], _inputs(group))
 
 
-@pytest.mark.parametrize("impl_name", IMPLS)
+@pytest.mark.parametrize("impl_name", [*IMPLS, *EXTRAS])
 @pytest.mark.parametrize("threads", list(THREAD_SETTINGS))
 @pytest.mark.parametrize("group", list(CASES))
 def test_tt_kernel(benchmark: Any, request: pytest.FixtureRequest, group: str, threads: str, impl_name: str) -> None:
+    if impl_name not in CASES[group].impls:
+        pytest.skip(f"{impl_name}: not an implementation of {group!r}")
     impl = CASES[group].impls[impl_name]
     if impl.unsupported is not None:
         pytest.skip(f"{impl_name}: {impl.unsupported}")

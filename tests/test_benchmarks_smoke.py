@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.cases import IMPLS, execute, prepared, smoke_cases  # noqa: E402
+from benchmarks.cases import EXTRAS, IMPLS, execute, prepared, smoke_cases  # noqa: E402
+from benchmarks.cross_compare import FUNCTIONS, RUNNERS  # noqa: E402
 from benchmarks.interleaved import time_group  # noqa: E402
 from benchmarks.report import table  # noqa: E402
 
@@ -26,11 +27,12 @@ CASES = {case.group: case for case in smoke_cases()}
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning:torchtt.*")
+@pytest.mark.filterwarnings("ignore::UserWarning:cotengra.*")
 @pytest.mark.parametrize("group", list(CASES))
 def test_benchmark_case_runs_and_agrees(group: str) -> None:
     case = CASES[group]
     inputs = case.make()
-    assert set(case.impls) == set(IMPLS)
+    assert set(IMPLS) <= set(case.impls) <= set(IMPLS) | set(EXTRAS)
     ours = case.impls["tnadapt"]
     assert ours.dense is not None
     expected = ours.dense(execute(ours, prepared(ours, inputs))).to(torch.float64)
@@ -64,3 +66,24 @@ def test_interleaved_runner_and_report_run() -> None:
     }
     text = table(data)
     assert case.group in text and text.count("\n") == 2  # header, rule, one row
+
+
+@pytest.mark.parametrize("function", list(FUNCTIONS))
+def test_cross_anchors_agree_with_tnadapt(function: str) -> None:
+    """Every library of ``benchmarks.cross_compare`` approximates the same function on a tiny grid:
+    each result, on every grid entry, is within 10x the 1e-6 target of the function and of tnadapt's."""
+    shape = [5] * 4
+    f = FUNCTIONS[function]
+    grid = torch.cartesian_prod(*(torch.arange(n) for n in shape))
+
+    def g(i: torch.Tensor) -> torch.Tensor:  # the 6-mode functions with the last two indices at 0
+        return f(torch.cat([i, torch.zeros(i.shape[0], 2, dtype=i.dtype)], dim=1))
+
+    ref = g(grid)
+    results = {lib: runner(g, shape) for lib, runner in RUNNERS.items()}
+    ours = results["tnadapt"].values(grid)
+    for lib, res in results.items():
+        got = res.values(grid).to(torch.float64).reshape(-1)
+        assert res.evaluations > 0 and res.rank >= 1
+        assert float(torch.linalg.vector_norm(got - ref) / torch.linalg.vector_norm(ref)) < 1e-5, lib
+        assert float(torch.linalg.vector_norm(got - ours) / torch.linalg.vector_norm(ours)) < 1e-5, lib
