@@ -15,6 +15,7 @@ True
 (1, 2, 2, 1)
 """
 
+from .batch import BatchTruncationReport, TTBatch, round_batch
 from .canonical import is_left_orthonormal, is_right_orthonormal, left_qr_step, orthogonalize, right_qr_step
 from .cross import CrossReport, apply, cross, maxvol
 from .decompositions import tt_svd
@@ -37,6 +38,7 @@ from .twosite import SweepReport, dmrg_sweep, merge, replace_two_site, split
 
 __all__ = [
     "DEFAULT_MAX_DENSE_ELEMENTS",
+    "BatchTruncationReport",
     "CrossReport",
     "EigenSweep",
     "EigshReport",
@@ -46,6 +48,7 @@ __all__ = [
     "SolveReport",
     "SolveSweep",
     "SweepReport",
+    "TTBatch",
     "TTMatrix",
     "TensorTrain",
     "TruncatedSVD",
@@ -86,6 +89,7 @@ __all__ = [
     "pad_ranks",
     "replace_two_site",
     "right_qr_step",
+    "round_batch",
     "round_matrix",
     "round_sum",
     "round_tt",
