@@ -180,8 +180,9 @@ RATIOS = [
 ]
 
 
-def report(times: dict[str, list[float]]) -> str:
-    """Markdown tables: min and median ms per step, then the ratios of interest (by min and by median)."""
+def report(times: dict[str, list[float]], ratios: list[tuple[str, str, str]] | None = None) -> str:
+    """Markdown tables: min and median ms per step, then the ratios of interest (``ratios``, default
+    :data:`RATIOS`; by min and by median)."""
     best = {k: min(v) for k, v in times.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
     lines = ["| step | min ms | median ms |", "|---|---|---|"]
@@ -189,7 +190,7 @@ def report(times: dict[str, list[float]]) -> str:
     lines += ["", "| ratio | by min | by median |", "|---|---|---|"]
     lines += [
         f"| {label} | {best[a] / best[b]:.3f} | {med[a] / med[b]:.3f} |"
-        for label, a, b in RATIOS
+        for label, a, b in (RATIOS if ratios is None else ratios)
         if a in times and b in times
     ]
     return "\n".join(lines)
