@@ -205,7 +205,7 @@ def mixed_batch(model: nn.Module, adapter_names: Sequence[str], **indices: int) 
     version = _version(registry, layers, ints)
     cached = root.mixed_cache
     if cached is None or cached[0] != version:
-        with torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():  # plain tensors, also when built under inference_mode
             stacks = {id(layer): _stack(layer, slots, ints) for layer in layers}
         root.mixed_cache = cached = (version, stacks)
     stacks = cached[1]

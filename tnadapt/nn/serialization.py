@@ -8,7 +8,9 @@ also records where it came from (``base_model_name_or_path``, the model's ``name
 ``base_model_class``, its ``transformers`` class name, and ``base_model_revision`` when known) for
 :func:`tnadapt.nn.load_pretrained`; these fields are optional (configs without them load as before).  ``adapter_model.safetensors`` holds the
 owners' tensors under ``adapter.<group>.<name>`` and ``modules_to_save`` tensors under
-``modules_to_save.<module>.<name>``.  A save is all-or-nothing (:mod:`tnadapt.atomic`: the new
+``modules_to_save.<module>.<name>``.  A model with several named adapters (:mod:`tnadapt.nn.named`) is
+saved in peft's layout: the adapter ``"default"`` in the directory itself, any other in ``<name>/``
+(:func:`adapter_location`), all of them in one save.  A save is all-or-nothing (:mod:`tnadapt.atomic`: the new
 directory version replaces the old one in one step, so a kill at any instant leaves the old
 save or the new one); a load checks everything before it changes the model, so a failed
 load leaves the model exactly as it was.

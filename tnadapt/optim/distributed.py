@@ -382,8 +382,9 @@ def prepare_distributed(
     and needs no DDP re-wrap after a sweep.  Returns the :class:`TTCoreSync`, or ``None`` when
     torch.distributed is not initialised with more than one process (nothing to do).
 
-    ``adapters`` defaults to every TT adapter in ``model``.  Raises ``ValueError`` if ``model``
-    is already wrapped or its cores are already sharded (call it earlier).  Under a DDP
+    ``adapters`` defaults to every TT adapter in ``model`` (for a model wrapped by ``tnadapt.nn``: the
+    active named adapters' ones).  Raises ``ValueError`` if ``model`` is already wrapped or its cores
+    are already sharded (call it earlier).  Under a DDP
     wrapper, at least one trainable parameter besides the cores must exist (a task head, say):
     DDP refuses a module with nothing to synchronise.
     """

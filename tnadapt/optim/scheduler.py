@@ -164,7 +164,8 @@ class DMRGRankScheduler:
         Any ``torch.optim.Optimizer`` (or a wrapper exposing it as ``.optimizer``) whose
         param groups hold **every** core of every adapter; checked at construction.
     adapters:
-        A TT adapter, a sequence of them, or a model (all TT adapters inside are used).
+        A TT adapter, a sequence of them, or a model (all TT adapters inside are used; for a
+        model wrapped by ``tnadapt.nn`` with several named adapters, the active adapters' ones).
     schedule:
         A :class:`~tnadapt.optim.RankSchedule`, a dict ``{t: rank}`` (rank: int, per-bond
         list or :class:`~tnadapt.optim.SweepTarget`), or a callable ``t -> SweepTarget | None``.
