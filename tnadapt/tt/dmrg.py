@@ -130,8 +130,9 @@ def _lowest(
     """Lowest eigenpair of the projected operator (in the complement of ``basis`` rows, if given)."""
     shape = guess.shape
     size = guess.numel()
+    op = [env.merge_operators(ops)]  # the block's sites as one leg: one operator step per product
     if size <= dense_max:
-        mat = env.dense_local(left, ops, right)
+        mat = env.dense_local(left, op, right)
         mat = 0.5 * (mat + mat.mH)
         comp = None
         if basis is not None:  # an orthonormal basis of the complement of the found states' projections
@@ -142,9 +143,10 @@ def _lowest(
             evals, evecs = torch.linalg.eigh(mat)
         vec = evecs[:, 0] if comp is None else comp @ evecs[:, 0]
         return float(evals[0]), vec.reshape(shape)
+    merged = (shape[0], size // (shape[0] * shape[-1]), shape[-1])
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
-        return env.apply_local(left, ops, right, v.reshape(shape)).reshape(-1)
+        return env.apply_local(left, op, right, v.reshape(merged)).reshape(-1)
 
     project = None
     if basis is not None:
