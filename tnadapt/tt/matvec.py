@@ -329,9 +329,10 @@ def _right_grams(a: TTMatrix, x: TensorTrain) -> list[torch.Tensor]:
     env = x.cores[0].new_ones(1, 1, 1, 1)  # (c', u', c, u): conj A bond, conj x bond, A bond, x bond
     grams = [env]
     for g, h in zip(reversed(a.cores), reversed(x.cores)):
-        t = torch.einsum("tnu,zwcu->tnzwc", h, env)
-        t = torch.einsum("bmnc,tnzwc->bmtzw", g, t)
-        t = torch.einsum("bmtzw,yqw->bmtzyq", t, h.conj())
-        env = torch.einsum("bmtzyq,amqz->aybt", t, g.conj())
+        # one operand at a time, in the order that keeps every intermediate at r_A² r_x² n entries
+        t = torch.einsum("tnu,zwcu->zwctn", h, env)
+        t = torch.einsum("bmnc,zwctn->zwbmt", g, t)
+        t = torch.einsum("amqz,zwbmt->waqbt", g.conj(), t)
+        env = torch.einsum("yqw,waqbt->aybt", h.conj(), t)
         grams.append(env)
     return grams[::-1]
