@@ -89,6 +89,24 @@ def test_cross_anchors_agree_with_tnadapt(function: str) -> None:
         assert float(torch.linalg.vector_norm(got - ours) / torch.linalg.vector_norm(ours)) < 1e-5, lib
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:torchtt.*")
+@pytest.mark.filterwarnings("ignore::UserWarning:tenpy.*")
+def test_solver_benchmarks_run_and_agree() -> None:
+    """``benchmarks/test_tt_solvers.py`` on tiny sizes: every AMEn solution and DMRG energy agrees with the dense one."""
+    from benchmarks import test_tt_solvers as bench
+    from tnadapt.tt.solvers import relative_residual
+
+    A, b = bench.poisson(6)
+    dense = torch.linalg.solve(A.full(), b.full().reshape(-1))
+    for name, make in bench.AMEN_IMPLS.items():
+        x = make(6, 1e-8)()
+        assert relative_residual(A, x, b) <= 1e-8, name
+        assert float(torch.linalg.norm(x.full().reshape(-1) - dense) / torch.linalg.norm(dense)) < 1e-6, name
+    exact = float(torch.linalg.eigvalsh(bench.tt.heisenberg_mpo(8, dtype=torch.float64).full())[0])
+    for name, make in bench.DMRG_IMPLS.items():
+        assert abs(make(8, 16)() - exact) < 1e-8, name
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_operator_benchmark_impls_agree() -> None:
     """Every implementation of ``benchmarks/test_tt_operators.py`` on tiny inputs, with a rank cap above the
