@@ -43,7 +43,7 @@ def test_stack_members_and_full(bm: tuple[TTBatch, list[TensorTrain]]) -> None:
         member = batch[i]
         assert isinstance(member, TensorTrain)
         assert all(torch.equal(a, b) for a, b in zip(member.cores, x.cores))
-    assert all(torch.equal(a.full(), b.full()) for a, b in zip(batch.unbind(), members))
+    assert all(torch.equal(a.full(), b.full()) for a, b in zip(batch.unstack(), members))
     assert all(torch.equal(a.full(), b.full()) for a, b in zip(batch, members))
     last = batch[-1]
     assert isinstance(last, TensorTrain) and torch.equal(last.full(), members[-1].full())
@@ -198,7 +198,7 @@ def test_gradients_flow_through_norm_dot_and_round() -> None:
     value = leaf.norm().sum() + leaf.dot(leaf).sum() + leaf.round(max_rank=1).full().square().sum()
     grads = torch.autograd.grad(value, list(leaf.cores))
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
-    members = [TensorTrain([c.detach().clone().requires_grad_(True) for c in x.cores]) for x in batch.unbind()]
+    members = [TensorTrain([c.detach().clone().requires_grad_(True) for c in x.cores]) for x in batch.unstack()]
     ref = sum(x.norm() for x in members)
     ref_grads = torch.autograd.grad(ref, [c for x in members for c in x.cores])
     leaf2 = TTBatch([c.detach().clone().requires_grad_(True) for c in batch.cores])

@@ -12,7 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tnadapt.testing import assert_dense_close
-from tnadapt.tt import ProductReport, TensorTrain, TTMatrix, apply_dense, kron, matmul, matvec, matvec_round
+from tnadapt.tt import (
+    ProductReport,
+    TensorTrain,
+    TTMatrix,
+    apply_dense,
+    kron,
+    matmul,
+    matmul_round,
+    matvec,
+    matvec_round,
+)
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -197,3 +207,26 @@ def test_zipup_is_close_to_optimal_on_a_smooth_operator() -> None:
     assert float(fast.error) <= 2 * float(exact.error) + 1e-12
     full = matvec_round(a, x, method="zipup")
     assert float(full.relative_error) < 1e-6 and math.isclose(float(full.reference_norm), float((a @ x).norm()))
+
+
+@scaled(0.3)
+@given(
+    tt_matrices(order=3, dtype=torch.float64) | tt_matrices(order=2, dtype=torch.complex128),
+    st.data(),
+    st.sampled_from(["exact", "zipup"]),
+    st.sampled_from([("max_rank", 2), ("eps", 1e-2)]),
+)
+def test_matmul_round_reports_the_true_error(
+    a: TTMatrix, data: st.DataObject, method: str, criterion: tuple[str, float]
+) -> None:
+    b = data.draw(tt_matrices(row_dims=a.col_dims, col_dims=data.draw(dims_for(a.order)), dtype=a.dtype))
+    rep = matmul_round(a, b, method=method, **{criterion[0]: criterion[1]})  # type: ignore[arg-type]
+    c = rep.matrix
+    assert isinstance(c, TTMatrix) and c.row_dims == a.row_dims and c.col_dims == b.col_dims
+    exact = dense_matrix(a) @ dense_matrix(b)
+    true, ref = _frob(dense_matrix(c) - exact), _frob(exact)
+    assert abs(float(rep.error) - true) <= 1e-9 * ref + 1e-12
+    if criterion[0] == "max_rank":
+        assert max(c.ranks) <= criterion[1]
+    elif method == "exact":
+        assert true <= criterion[1] * ref * (1 + 1e-8) + 1e-12

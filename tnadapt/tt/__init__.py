@@ -25,7 +25,7 @@ from .init import init_core, make_cores
 from .io import load_tt, load_tt_matrix, save_tt
 from .lowrank import LowRankReport, tt_from_lowrank
 from .matrix import MatrixTruncationReport, TTMatrix, round_matrix
-from .matvec import ProductReport, apply_dense, kron, matmul, matvec, matvec_round
+from .matvec import ProductReport, apply_dense, kron, matmul, matmul_round, matvec, matvec_round
 from .mpo_builders import heisenberg_mpo, ising_mpo, laplacian_mpo, mpo_from_terms, tridiagonal_toeplitz_mpo
 from .ops import add, contract, dot, hadamard, norm, scale
 from .padding import max_ranks, pad_ranks
@@ -78,6 +78,7 @@ __all__ = [
     "load_tt_matrix",
     "make_cores",
     "matmul",
+    "matmul_round",
     "matvec",
     "matvec_round",
     "max_ranks",

@@ -9,7 +9,7 @@ immutable.
 * :meth:`TTBatch.stack` builds a batch from trains of equal shape and ranks (``pad=True``
   zero-pads different ranks to the largest, exactly: :func:`tnadapt.tt.pad_ranks`);
   ``batch[i]`` is a :class:`~tnadapt.tt.TensorTrain`, ``batch[1:3]`` / ``batch[[0, 2]]`` a
-  smaller batch, :meth:`TTBatch.unbind` all members.
+  smaller batch, :meth:`TTBatch.unstack` all members (the inverse of :meth:`TTBatch.stack`).
 * :meth:`TTBatch.full` (with the size guard of ``TensorTrain.full``), :meth:`TTBatch.gather`.
 * ``+``, ``-``, negation, scalar or per-member ``(B,)`` multiples; :meth:`TTBatch.dot`
   (pairwise with another batch, or every member against one train), :meth:`TTBatch.norm`
@@ -186,7 +186,7 @@ class TTBatch:
         return self.batch_size
 
     def __iter__(self) -> Iterator[TensorTrain]:
-        return iter(self.unbind())
+        return iter(self.unstack())
 
     def __repr__(self) -> str:
         return (
@@ -224,7 +224,7 @@ class TTBatch:
             raise IndexError(f"index: {index!r} selects no member of a batch of {self.batch_size}")
         return TTBatch._trusted(cores)
 
-    def unbind(self) -> list[TensorTrain]:
+    def unstack(self) -> list[TensorTrain]:
         """Every member as a :class:`TensorTrain` (views of the batched cores)."""
         per_core = [c.unbind(0) for c in self._cores]
         return [TensorTrain._trusted(cs, None) for cs in zip(*per_core)]

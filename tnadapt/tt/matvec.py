@@ -33,6 +33,7 @@ Rounded products (:func:`matvec_round`) return a :class:`ProductReport`:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from .matrix import TTMatrix
 from .tensor_train import TensorTrain
 from .truncation import TruncationReport, truncate_spectrum
 
-__all__ = ["ProductReport", "apply_dense", "kron", "matmul", "matvec", "matvec_round"]
+__all__ = ["ProductReport", "apply_dense", "kron", "matmul", "matmul_round", "matvec", "matvec_round"]
 
 
 def _check_operand(name: str, a: TTMatrix, x: TensorTrain) -> None:
@@ -88,6 +89,17 @@ def matvec(a: TTMatrix, x: TensorTrain) -> TensorTrain:
     return TensorTrain._trusted([_matvec_core(g, h) for g, h in zip(a.cores, x.cores)], None)
 
 
+def _check_factors(a: TTMatrix, b: TTMatrix) -> None:
+    if not isinstance(a, TTMatrix):
+        raise TypeError(f"A: expected a TTMatrix, got {describe(a)}")
+    if not isinstance(b, TTMatrix):
+        raise TypeError(f"B: expected a TTMatrix, got {describe(b)}")
+    if b.row_dims != a.col_dims:
+        raise ValueError(f"B: expected row_dims {a.col_dims} (A.col_dims), got row_dims {b.row_dims}")
+    if b.dtype != a.dtype or b.device != a.device:
+        raise ValueError(f"B: dtype/device {b.dtype}/{b.device} differ from A's {a.dtype}/{a.device}")
+
+
 def matmul(a: TTMatrix, b: TTMatrix) -> TTMatrix:
     """``A @ B`` exactly: row dims of ``A``, column dims of ``B``, ranks ``r_k(A) r_k(B)``.
 
@@ -102,14 +114,7 @@ def matmul(a: TTMatrix, b: TTMatrix) -> TTMatrix:
     >>> bool(torch.allclose(C.full(), A.full() @ B.full()))
     True
     """
-    if not isinstance(a, TTMatrix):
-        raise TypeError(f"A: expected a TTMatrix, got {describe(a)}")
-    if not isinstance(b, TTMatrix):
-        raise TypeError(f"B: expected a TTMatrix, got {describe(b)}")
-    if b.row_dims != a.col_dims:
-        raise ValueError(f"B: expected row_dims {a.col_dims} (A.col_dims), got row_dims {b.row_dims}")
-    if b.dtype != a.dtype or b.device != a.device:
-        raise ValueError(f"B: dtype/device {b.dtype}/{b.device} differ from A's {a.dtype}/{a.device}")
+    _check_factors(a, b)
     cores = []
     for g, h in zip(a.cores, b.cores):
         ra, m, _, rb = g.shape
@@ -190,7 +195,8 @@ def apply_dense(a: TTMatrix, batch: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ProductReport(TruncationReport):
-    """A :class:`~tnadapt.tt.TruncationReport` for a rounded product ``y ≈ A x`` (:func:`matvec_round`).
+    """A :class:`~tnadapt.tt.TruncationReport` for a rounded product ``y ≈ A x`` (:func:`matvec_round`,
+    :func:`matmul_round`).
 
     ``tt`` is ``y``; ``discarded``/``singular_values`` are the truncation's per bond;
     ``residual`` is ``||A x - y||`` (0-d real), exact up to round-off for every method (for
@@ -200,6 +206,8 @@ class ProductReport(TruncationReport):
 
     residual: torch.Tensor
     method: str
+    #: For :func:`matmul_round`, the product as a TT-matrix (``tt`` is its merged-leg train); else ``None``.
+    matrix: TTMatrix | None = None
 
     @property
     def error(self) -> torch.Tensor:
@@ -266,6 +274,56 @@ def matvec_round(
     check_finite("A", list(a.cores))
     caps = check_rank_spec("max_rank", max_rank, a.order - 1)
     return _zipup(a, x, caps, eps, cutoff, min_rank)
+
+
+def matmul_round(
+    a: TTMatrix,
+    b: TTMatrix,
+    *,
+    max_rank: int | Sequence[int] | None = None,
+    eps: float | None = None,
+    cutoff: float | None = None,
+    min_rank: int = 1,
+    method: str = "exact",
+) -> ProductReport:
+    """``C ≈ A @ B`` with ranks capped by ``max_rank`` / ``eps`` / ``cutoff``; ``error`` is ``||A B - C||_F``.
+
+    The methods of :func:`matvec_round`, reused: ``B`` is a train on its merged legs
+    ``(k, n)`` and ``A`` acts on it as ``A ⊗ I_n`` (core ``(r, m n, k n, r')``), so ``C``'s
+    merged-leg train is ``(A ⊗ I) b``.  ``"exact"``: the exact product then rounding (the
+    guarantee ``||A B - C|| <= eps ||A B||``); ``"zipup"``: fast, error reported exactly.
+    The result is ``report.matrix`` (``report.tt`` its merged-leg train).
+
+    >>> import torch
+    >>> from tnadapt.tt import TTMatrix
+    >>> g = torch.Generator().manual_seed(0)
+    >>> A = TTMatrix.random((3, 3, 3), (3, 3, 3), 3, generator=g, dtype=torch.float64)
+    >>> B = TTMatrix.random((3, 3, 3), (2, 2, 2), 3, generator=g, dtype=torch.float64)
+    >>> rep = matmul_round(A, B, max_rank=4, method="zipup")
+    >>> rep.matrix.ranks, rep.matrix.col_dims
+    ((1, 4, 4, 1), (2, 2, 2))
+    >>> dense = A.full() @ B.full()
+    >>> abs(float(rep.error) - float(torch.linalg.norm(dense - rep.matrix.full()))) < 1e-10
+    True
+    """
+    _check_factors(a, b)
+    if method not in _METHODS:
+        raise ValueError(f"method: expected one of {_METHODS}, got {method!r}")
+    cores = []
+    for g, n in zip(a.cores, b.col_dims):
+        ra, m, k, rb = g.shape
+        eye = torch.eye(n, dtype=g.dtype, device=g.device)
+        cores.append(torch.einsum("amkb,jJ->amjkJb", g, eye).reshape(ra, m * n, k * n, rb))
+    rep = matvec_round(
+        TTMatrix._trusted(cores),
+        b.to_tt(),
+        max_rank=max_rank,
+        eps=eps,
+        cutoff=cutoff,
+        min_rank=min_rank,
+        method=method,
+    )
+    return dataclasses.replace(rep, matrix=TTMatrix.from_tt(rep.tt, a.row_dims, b.col_dims))
 
 
 def _zipup(
