@@ -29,42 +29,11 @@ from typing import Any
 
 import torch
 
+from ._chain import validate_chain
 from ._errors import as_int, check_min_rank, check_positive_float, check_rank_spec, check_scalar, describe
 from .tensor_train import DEFAULT_MAX_DENSE_ELEMENTS, TensorTrain
 
 __all__ = ["BatchTruncationReport", "TTBatch", "round_batch"]
-
-
-def _validate_cores(cores: Sequence[torch.Tensor]) -> None:
-    if len(cores) == 0:
-        raise ValueError("cores: expected at least one core, got an empty sequence")
-    first = cores[0]
-    for k, core in enumerate(cores):
-        if not isinstance(core, torch.Tensor):
-            raise TypeError(f"cores[{k}]: expected a torch.Tensor, got {type(core).__name__}")
-        if core.ndim != 4:
-            raise ValueError(
-                f"cores[{k}]: expected a 4-D core of shape (B, r_{{k-1}}, n_k, r_k), got shape {tuple(core.shape)}"
-            )
-        if core.dtype != first.dtype or core.device != first.device:
-            raise ValueError(
-                f"cores[{k}]: dtype/device {core.dtype}/{core.device} differ from cores[0]'s {first.dtype}/{first.device}"
-            )
-        if not (core.dtype.is_floating_point or core.dtype.is_complex):
-            raise ValueError(f"cores[{k}]: expected a floating or complex dtype, got {core.dtype}")
-        if min(core.shape) < 1:
-            raise ValueError(f"cores[{k}]: every dimension must be >= 1, got shape {tuple(core.shape)}")
-        if core.shape[0] != first.shape[0]:
-            raise ValueError(f"cores[{k}]: batch size {core.shape[0]} differs from cores[0]'s {first.shape[0]}")
-        if k > 0 and cores[k - 1].shape[3] != core.shape[1]:
-            raise ValueError(
-                f"cores[{k}]: left rank {core.shape[1]} does not match the right rank "
-                f"{cores[k - 1].shape[3]} of cores[{k - 1}]"
-            )
-    if first.shape[1] != 1:
-        raise ValueError(f"cores[0]: boundary rank r_0 must be 1, got shape {tuple(first.shape)}")
-    if cores[-1].shape[3] != 1:
-        raise ValueError(f"cores[{len(cores) - 1}]: boundary rank r_d must be 1, got shape {tuple(cores[-1].shape)}")
 
 
 class TTBatch:
@@ -92,7 +61,7 @@ class TTBatch:
 
     def __init__(self, cores: Sequence[torch.Tensor]) -> None:
         cores = tuple(cores)
-        _validate_cores(cores)
+        validate_chain(cores, layout="(B, r_{k-1}, n_k, r_k)", left=1, right=3, batch=True)
         self._cores: tuple[torch.Tensor, ...] = cores
 
     @classmethod

@@ -29,41 +29,12 @@ from typing import Any
 
 import torch
 
+from ._chain import validate_chain
 from ._errors import as_int, check_mode, check_scalar, describe
 from .tensor_train import DEFAULT_MAX_DENSE_ELEMENTS, TensorTrain
 from .truncation import TruncationReport
 
 __all__ = ["MatrixTruncationReport", "TTMatrix", "check_dims", "round_matrix"]
-
-
-def _validate_cores(cores: Sequence[torch.Tensor]) -> None:
-    if len(cores) == 0:
-        raise ValueError("cores: expected at least one core, got an empty sequence")
-    first = cores[0]
-    for k, core in enumerate(cores):
-        if not isinstance(core, torch.Tensor):
-            raise TypeError(f"cores[{k}]: expected a torch.Tensor, got {type(core).__name__}")
-        if core.ndim != 4:
-            raise ValueError(
-                f"cores[{k}]: expected a 4-D core of shape (r_{{k-1}}, m_k, n_k, r_k), got shape {tuple(core.shape)}"
-            )
-        if core.dtype != first.dtype:
-            raise ValueError(f"cores[{k}]: dtype {core.dtype} differs from cores[0] dtype {first.dtype}")
-        if core.device != first.device:
-            raise ValueError(f"cores[{k}]: device {core.device} differs from cores[0] device {first.device}")
-        if not (core.dtype.is_floating_point or core.dtype.is_complex):
-            raise ValueError(f"cores[{k}]: expected a floating or complex dtype, got {core.dtype}")
-        if min(core.shape) < 1:
-            raise ValueError(f"cores[{k}]: every dimension must be >= 1, got shape {tuple(core.shape)}")
-        if k > 0 and cores[k - 1].shape[3] != core.shape[0]:
-            raise ValueError(
-                f"cores[{k}]: left rank {core.shape[0]} does not match the right rank "
-                f"{cores[k - 1].shape[3]} of cores[{k - 1}]"
-            )
-    if first.shape[0] != 1:
-        raise ValueError(f"cores[0]: boundary rank r_0 must be 1, got shape {tuple(first.shape)}")
-    if cores[-1].shape[3] != 1:
-        raise ValueError(f"cores[{len(cores) - 1}]: boundary rank r_d must be 1, got shape {tuple(cores[-1].shape)}")
 
 
 def check_dims(name: str, dims: object, order: int | None = None) -> tuple[int, ...]:
@@ -122,7 +93,7 @@ class TTMatrix:
 
     def __init__(self, cores: Sequence[torch.Tensor], *, center: int | None = None) -> None:
         cores = tuple(cores)
-        _validate_cores(cores)
+        validate_chain(cores, layout="(r_{k-1}, m_k, n_k, r_k)", left=0, right=3)
         if center is not None:
             center = check_mode("center", center, len(cores))
         self._cores: tuple[torch.Tensor, ...] = cores
