@@ -195,3 +195,16 @@ def test_mixed_batch_errors():
     with adapter_context(model, adapter_names=["default"] * 3):  # nothing was left set by the failures
         run(model, x)
     assert all(m.__dict__["_mixed"] is None for m in model.modules() if hasattr(m, "entries"))
+
+
+def test_stacks_built_under_inference_mode_serve_a_later_autograd_forward():
+    model = three_adapters("bert")
+    names = ["tera", "default", "__base__"]
+    embeds = torch.randn(3, 4, 16, dtype=torch.float64)
+    with torch.inference_mode(), adapter_context(model, adapter_names=names):
+        first = model(inputs_embeds=embeds).last_hidden_state
+    leaf = embeds.clone().requires_grad_(True)
+    with adapter_context(model, adapter_names=names):
+        again = model(inputs_embeds=leaf).last_hidden_state
+    again.square().sum().backward()  # the cached stacks are plain tensors, not inference tensors
+    assert leaf.grad is not None and torch.equal(again.detach(), first)

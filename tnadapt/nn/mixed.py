@@ -21,7 +21,10 @@ The stacks are built from the adapters' current tensors when a block is entered 
 or an adapter is added or deleted, so a new batch (new ``adapter_names``) only builds its
 ``(batch,)`` index.  As in peft, mixed batches are for inference: the model must be in eval mode
 (no dropout), no adapter may be merged, and no gradient reaches the adapters.  The adapters' per-call
-modes (e.g. ``task``) take one ``int`` each, given with ``adapter_names``.
+modes (e.g. ``task``) take one ``int`` each, given with ``adapter_names``.  Generation that expands the
+batch (beam search with ``num_beams=k``) needs each name repeated ``k`` times on a decoder-only model; an
+encoder-decoder runs its encoder on the unexpanded batch, so there one list cannot fit both (peft
+special-cases the encoder; here use ``num_beams=1``).
 
 >>> import torch
 >>> from torch import nn
