@@ -31,6 +31,7 @@ import torch
 
 from ._chain import validate_chain
 from ._errors import as_int, check_min_rank, check_positive_float, check_rank_spec, check_scalar, describe
+from .ops import sum_cores
 from .tensor_train import DEFAULT_MAX_DENSE_ELEMENTS, TensorTrain
 
 __all__ = ["BatchTruncationReport", "TTBatch", "round_batch"]
@@ -260,23 +261,7 @@ class TTBatch:
         """Member-wise sum with block-diagonal cores (ranks add), as :func:`tnadapt.tt.add`."""
         if not isinstance(other, TTBatch):
             return NotImplemented
-        other = self._check_same(other, "x + y")
-        d = self.order
-        if d == 1:
-            return TTBatch._trusted([self._cores[0] + other._cores[0]])
-        cores = []
-        for k, (ga, gb) in enumerate(zip(self._cores, other._cores)):
-            if k == 0:
-                cores.append(torch.cat([ga, gb], dim=3))
-            elif k == d - 1:
-                cores.append(torch.cat([ga, gb], dim=1))
-            else:
-                b, ra0, n, ra1 = ga.shape
-                rb0, rb1 = gb.shape[1], gb.shape[3]
-                top = torch.cat([ga, ga.new_zeros(b, ra0, n, rb1)], dim=3)
-                bottom = torch.cat([gb.new_zeros(b, rb0, n, ra1), gb], dim=3)
-                cores.append(torch.cat([top, bottom], dim=1))
-        return TTBatch._trusted(cores)
+        return TTBatch._trusted(sum_cores(self._cores, self._check_same(other, "x + y").cores))
 
     def __sub__(self, other: TTBatch) -> TTBatch:
         if not isinstance(other, TTBatch):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import opt_einsum
@@ -30,7 +30,7 @@ from ._errors import Scalar, check_mode, check_scalar
 from ._numerics import stable_norm
 from .tensor_train import TensorTrain
 
-__all__ = ["absorb_matrices", "add", "check_compatible", "contract", "dot", "hadamard", "norm", "scale"]
+__all__ = ["absorb_matrices", "add", "check_compatible", "contract", "dot", "hadamard", "norm", "scale", "sum_cores"]
 
 
 def check_compatible(a: TensorTrain, b: TensorTrain, op: str) -> None:
@@ -55,22 +55,31 @@ def add(a: TensorTrain, b: TensorTrain) -> TensorTrain:
     (1, 4, 4, 1)
     """
     check_compatible(a, b, "add")
-    d = a.order
+    return TensorTrain(sum_cores(a.cores, b.cores))
+
+
+def sum_cores(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The cores of the sum of two chains: block-diagonal, bonds ``r_k + s_k`` (first/last core concatenated).
+
+    Cores are ``(..., r_{k-1}, n_k, r_k)``: any leading axes (the batch axis of a
+    :class:`~tnadapt.tt.TTBatch`) are carried along, so trains and batches share this code.
+    """
+    d = len(a)
     if d == 1:
-        return TensorTrain([a.cores[0] + b.cores[0]])
+        return [a[0] + b[0]]
     cores = []
-    for k, (ga, gb) in enumerate(zip(a.cores, b.cores)):
+    for k, (ga, gb) in enumerate(zip(a, b)):
         if k == 0:
-            cores.append(torch.cat([ga, gb], dim=2))
+            cores.append(torch.cat([ga, gb], dim=-1))
         elif k == d - 1:
-            cores.append(torch.cat([ga, gb], dim=0))
+            cores.append(torch.cat([ga, gb], dim=-3))
         else:
-            ra0, n, ra1 = ga.shape
-            rb0, _, rb1 = gb.shape
-            top = torch.cat([ga, ga.new_zeros(ra0, n, rb1)], dim=2)
-            bottom = torch.cat([gb.new_zeros(rb0, n, ra1), gb], dim=2)
-            cores.append(torch.cat([top, bottom], dim=0))
-    return TensorTrain(cores)
+            *lead, ra0, n, ra1 = ga.shape
+            rb0, rb1 = gb.shape[-3], gb.shape[-1]
+            top = torch.cat([ga, ga.new_zeros(*lead, ra0, n, rb1)], dim=-1)
+            bottom = torch.cat([gb.new_zeros(*lead, rb0, n, ra1), gb], dim=-1)
+            cores.append(torch.cat([top, bottom], dim=-3))
+    return cores
 
 
 def scale(a: TensorTrain, alpha: float | complex | torch.Tensor) -> TensorTrain:
