@@ -367,3 +367,25 @@ def test_rank_pattern_is_refused_with_the_family_reason_and_alpha_pattern_checke
         family(target_modules=["query"], alpha_pattern={"query": "2"})
     with pytest.raises(ValueError, match="not a valid regex"):
         family(target_modules=["query"], alpha_pattern={"(": 2.0})
+
+
+def test_alpha_pattern_for_tera_in_forward_merge_and_mixed_batches():
+    from tnadapt.nn import adapter_context
+
+    config = TeRAConfig(target_modules=["query", "value"], alpha=1.0, alpha_pattern={r"layer\.1\..*value": 3.0})
+    model = wrap(base("bert"), config)
+    scramble(model, "default", 4)
+    ref = wrap(base("bert"), TeRAConfig(target_modules=["query", "value"]))
+    ref.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 16, dtype=torch.float64)
+    for name, factor in (("encoder.layer.1.attention.self.value", 3.0), ("encoder.layer.0.attention.self.value", 1.0)):
+        got, want = model.get_submodule(name), ref.get_submodule(name)
+        torch.testing.assert_close(
+            got(x) - got.base_layer(x), factor * (want(x) - want.base_layer(x)), rtol=1e-12, atol=1e-15
+        )
+    ids = inputs("bert", 2)
+    out = run(model, ids)
+    with adapter_context(model, adapter_names=["default", "__base__"]):
+        mixed = run(model, ids)
+    torch.testing.assert_close(mixed[0], out[0], atol=1e-10, rtol=0)
+    torch.testing.assert_close(run(merge_and_unload(model), ids), out, atol=1e-10, rtol=0)
