@@ -230,3 +230,21 @@ def test_matmul_round_reports_the_true_error(
         assert max(c.ranks) <= criterion[1]
     elif method == "exact":
         assert true <= criterion[1] * ref * (1 + 1e-8) + 1e-12
+
+
+def test_products_are_differentiable() -> None:
+    """Gradients of the exact and rounded products equal those through the dense matrix."""
+    g = generator(7)
+    a = TTMatrix.random((2, 3, 2), (2, 2, 3), 2, generator=g, dtype=torch.float64)
+    x = TensorTrain.random((2, 2, 3), 2, generator=g, dtype=torch.float64)
+    leaves = [c.detach().clone().requires_grad_(True) for c in (*a.cores, *x.cores)]
+    la, lx = TTMatrix(leaves[:3]), TensorTrain(leaves[3:])
+    for value in (
+        (la @ lx).full().square().sum(),
+        matvec_round(la, lx, max_rank=8).tt.full().square().sum(),  # no truncation: the same function
+    ):
+        grads = torch.autograd.grad(value, leaves)
+        dense = ((la.full() @ lx.full().reshape(-1)) ** 2).sum()
+        ref = torch.autograd.grad(dense, leaves)
+        for got, want in zip(grads, ref):
+            assert_dense_close(got, want, rtol=1e-8)

@@ -37,6 +37,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 
@@ -121,6 +122,14 @@ def matmul(a: TTMatrix, b: TTMatrix) -> TTMatrix:
         sa, _, n, sb = h.shape
         cores.append(torch.einsum("amkb,sknt->asmnbt", g, h).reshape(ra * sa, m, n, rb * sb))
     return TTMatrix._trusted(cores)
+
+
+@overload
+def kron(a: TTMatrix, b: TTMatrix) -> TTMatrix: ...
+
+
+@overload
+def kron(a: TensorTrain, b: TensorTrain) -> TensorTrain: ...
 
 
 def kron(a: TTMatrix | TensorTrain, b: TTMatrix | TensorTrain) -> TTMatrix | TensorTrain:
