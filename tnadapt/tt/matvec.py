@@ -16,9 +16,9 @@ Rounded products (:func:`matvec_round`) return a :class:`ProductReport`:
     the exact product, then randomized rounding (``round_tt(method="randomized")``):
     cheaper SVDs, same exact ``error`` report.
 ``method="zipup"``
-    zip-up (Stoudenmire & White 2010): ``x`` is right-orthogonalised, then one left-to-right
-    sweep contracts ``A``'s and ``x``'s cores into the carried remainder and truncates it by
-    SVD — the product of ranks ``r_A r_x`` is never formed as a core or factorised.  Its
+    zip-up (Stoudenmire & White 2010): ``x`` and ``A`` (on its merged legs) are
+    right-orthogonalised, then one left-to-right sweep contracts ``A``'s and ``x``'s cores
+    into the carried remainder and truncates it by SVD — the product of ranks ``r_A r_x`` is never formed as a core or factorised.  Its
     truncations are not optimal (the rest of ``A x`` is not orthonormal), but the error
     is still measured exactly: the parts dropped at different bonds are orthogonal (each
     lies in the kept left basis times the complement of the next kept columns), so
@@ -341,7 +341,9 @@ def _zipup(
     from .canonical import orthogonalize_unchecked
 
     d = a.order
+    # Right-canonical operands (A on its merged legs) make the sweep's truncations closer to optimal.
     x = orthogonalize_unchecked(x, 0)
+    a = a._like(orthogonalize_unchecked(a.to_tt(), 0))
     grams = _right_grams(a, x)
     ax_norm = grams[0].reshape(()).real.clamp_min(0).sqrt()
     abs_tol = None if eps is None or d == 1 else ax_norm * (eps / (d - 1) ** 0.5)
