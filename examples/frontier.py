@@ -12,7 +12,8 @@ Phases (each resumable: runs are appended to ``OUT/<phase>.jsonl`` as they finis
 * ``sweep`` — one seed, the tuning tasks, two or three learning rates per method *family* (MetaTT, LoRA, VeRA,
   LoTR, TeRA); the rate of a family is the one with the best mean final accuracy over the tuning tasks, and every
   member of the family (all ranks, 5D, all-linear) uses it;
-* ``levers`` — candidate changes to MetaTT-4D r=8 (alpha, init), every seed, the tuning tasks;
+* ``levers`` — MetaTT-4D r=8 at alpha 2 (the old default) and 8, every seed, the tuning tasks; ``--metatt-alpha
+  auto`` gives the frontier's MetaTT points the better one (:func:`chosen_alpha`);
 * ``frontier`` — every configuration of :data:`FRONTIER`, every seed, the tuning tasks;
 * ``heldout`` — the same on the held-out task, with the settings the other phases chose.
 
@@ -26,6 +27,7 @@ Run: ``python examples/frontier.py --out docs/results/frontier --phases sweep le
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -80,34 +82,38 @@ FRONTIER = (
     Config("TeRA (full Tucker ranks)", "tera", "tera", rank=None),
 )
 
+#: Candidate changes to MetaTT-4D r=8 tried in the ``levers`` phase (at the MetaTT rate of the sweep), each alpha
+#: explicit so that the records do not depend on the library default: the old default (2) and 4x it.
+LEVERS = (
+    Config("MetaTT-4D r=8 alpha=2", "metatt-4d", "metatt", rank=8, alpha=2.0),
+    Config("MetaTT-4D r=8 alpha=8", "metatt-4d", "metatt", rank=8, alpha=8.0),
+)
+
 #: The representative of each family in the sweep, and the rates tried.
 SWEEP: dict[str, tuple[str, tuple[float, ...]]] = {
-    "metatt": ("MetaTT-4D r=8", (5e-3, 1e-2, 2e-2)),
+    "metatt": ("MetaTT-4D r=8 alpha=2", (5e-3, 1e-2, 2e-2)),
     "lora": ("LoRA r=8", (2e-3, 5e-3)),
     "vera": ("VeRA r=256", (1e-2, 3e-2)),
     "lotr": ("LoTR r=8", (5e-3, 1e-2)),
     "tera": ("TeRA (full Tucker ranks)", (1e-2, 3e-2)),
 }
 
-#: Changes to MetaTT-4D r=8 tried in the ``levers`` phase (at the MetaTT rate of the sweep).
-LEVERS = (
-    Config("MetaTT-4D r=8 alpha=8", "metatt-4d", "metatt", rank=8, alpha=8.0),
-    Config("MetaTT-4D r=8 init ze-id-id-or", "metatt-4d", "metatt", rank=8, init="ze-id-id-or"),
-)
-
 
 def _by_name(name: str) -> Config:
     return next(c for c in (*FRONTIER, *LEVERS) if c.name == name)
 
 
-def config_for(cfg: Config, task: str, seed: int, lr: float, args: argparse.Namespace) -> RunConfig:
-    """The :class:`RunConfig` of ``cfg`` on ``task`` with ``seed`` (head init, adapter init, batch order)."""
+def config_for(
+    cfg: Config, task: str, seed: int, lr: float, args: argparse.Namespace, alpha: float | None
+) -> RunConfig:
+    """The :class:`RunConfig` of ``cfg`` on ``task`` with ``seed`` (head init, adapter init, batch order);
+    ``alpha``: that of the MetaTT family when ``cfg`` does not fix one (``None``: the library default)."""
     return RunConfig(
         data=[DataSpec(dataset=task)],
         method=MethodSpec(
             method=cfg.method,
             rank=cfg.rank,
-            alpha=cfg.alpha if cfg.alpha is not None else args.metatt_alpha if cfg.family == "metatt" else None,
+            alpha=cfg.alpha if cfg.alpha is not None else alpha if cfg.family == "metatt" else None,
             targets=list(cfg.targets) if cfg.targets else None,
             init=cfg.init,
             seed=seed,
@@ -119,12 +125,29 @@ def config_for(cfg: Config, task: str, seed: int, lr: float, args: argparse.Name
     )
 
 
-def _fields(cfg: Config, task: str, seed: int, lr: float) -> dict[str, Any]:
-    return {"name": cfg.name, "label": f"{cfg.name} {task} seed {seed} lr {lr:g}", "task": task, "seed": seed, "lr": lr}
+def run_id(record: Mapping[str, Any]) -> str:
+    """What identifies a run: its settings (method, rank, resolved alpha, targets, init, task, seed, rate, sizes),
+    not the name it was listed under — a lever and a frontier point with the same settings are one run."""
+    m, t = record["method"], record["train"]
+    fields = [m["method"], m["rank"], m["alpha"], m["targets"], m["init"], m["seed"]]
+    fields += [[d["dataset"] for d in record["data"]], t["lr"], t["epochs"], t["batch_size"]]
+    fields += [record["train_size"], record["valid_size"], record["max_length"]]
+    return json.dumps(fields)
 
 
-def _row_key(row: Mapping[str, Any]) -> tuple[str, str, int, float]:
-    return (row["name"], row["task"], row["seed"], float(row["lr"]))
+def _fields(cfg: Config, task: str, seed: int, lr: float, config: RunConfig) -> dict[str, Any]:
+    label = f"{cfg.name} {task} seed {seed} lr {lr:g}"
+    return {"name": cfg.name, "label": label, "task": task, "seed": seed, "lr": lr, "config": config.to_dict()}
+
+
+def _row_key(row: Mapping[str, Any]) -> str:
+    return run_id(row["config"])
+
+
+def _rates(rows: Sequence[Mapping[str, Any]], name: str, lr: float) -> list[float]:
+    return [
+        r["final_valid_acc"] for r in rows if r["name"] == name and float(r["lr"]) == lr and r["task"] in TUNING_TASKS
+    ]
 
 
 def chosen_rates(sweep_rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -133,18 +156,33 @@ def chosen_rates(sweep_rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     A family whose sweep is incomplete (some task/rate pair missing) gets no rate."""
     out: dict[str, float] = {}
     for family, (name, rates) in SWEEP.items():
-        means: dict[float, float] = {}
-        for lr in rates:
-            accs = [
-                r["final_valid_acc"]
-                for r in sweep_rows
-                if r["name"] == name and float(r["lr"]) == lr and r["task"] in TUNING_TASKS
-            ]
-            if len(accs) == len(TUNING_TASKS):
-                means[lr] = statistics.mean(accs)
+        means = {lr: statistics.mean(a) for lr in rates if len(a := _rates(sweep_rows, name, lr)) == len(TUNING_TASKS)}
         if len(means) == len(rates):
             out[family] = max(sorted(means), key=lambda lr: means[lr])
     return out
+
+
+def chosen_alpha(rows: Sequence[Mapping[str, Any]], rates: Mapping[str, float]) -> float | None:
+    """The alpha of the :data:`LEVERS` (at the MetaTT rate of the sweep, any phase) with the best mean final
+    accuracy over the tuning tasks and seeds (ties: the smaller); ``None`` (the library default) until every
+    lever has the same, non-zero number of runs."""
+    means: dict[float, float] = {}
+    counts = set()
+    for cfg in LEVERS:
+        accs = [r["final_valid_acc"] for r in _runs_of(cfg, rows, rates, None) if r["task"] in TUNING_TASKS]
+        if cfg.alpha is None or not accs:
+            return None
+        counts.add(len(accs))
+        means[cfg.alpha] = statistics.mean(accs)
+    if len(counts) != 1:
+        return None
+    return max(sorted(means), key=lambda a: means[a])
+
+
+def _alpha(args: argparse.Namespace, out: Path) -> float | None:
+    if args.metatt_alpha != "auto":
+        return float(args.metatt_alpha)
+    return chosen_alpha(_all_rows(out), chosen_rates(load_results(out / "sweep.jsonl")))
 
 
 def _rate(cfg: Config, rates: Mapping[str, float]) -> float:
@@ -156,52 +194,70 @@ def _rate(cfg: Config, rates: Mapping[str, float]) -> float:
 
 
 def jobs(
-    phase: str, args: argparse.Namespace, rates: Mapping[str, float]
+    phase: str, args: argparse.Namespace, rates: Mapping[str, float], alpha: float | None
 ) -> Iterator[tuple[dict[str, Any], RunConfig]]:
     """The runs of ``phase`` (seeds outermost, so every configuration gets seed 0 before any gets seed 1)."""
     if phase == "sweep":
         for name, lrs in SWEEP.values():
-            if args.match and not any(m in name for m in args.match):
+            if not _matches(name, args.match):
                 continue
             for task in TUNING_TASKS:
                 for lr in lrs:
-                    cfg = _by_name(name)
-                    yield _fields(cfg, task, args.seeds[0], lr), config_for(cfg, task, args.seeds[0], lr, args)
+                    config = config_for(_by_name(name), task, args.seeds[0], lr, args, alpha)
+                    yield _fields(_by_name(name), task, args.seeds[0], lr, config), config
         return
-    configs = (_by_name("MetaTT-4D r=8"), *LEVERS) if phase == "levers" else FRONTIER
+    configs = LEVERS if phase == "levers" else FRONTIER
     tasks = (HELD_OUT_TASK,) if phase == "heldout" else TUNING_TASKS
     for seed in args.seeds:
         for cfg in configs:
-            if args.match and not any(m in cfg.name for m in args.match):
+            if not _matches(cfg.name, args.match):
                 continue
             for task in tasks:
                 lr = _rate(cfg, rates)
-                yield _fields(cfg, task, seed, lr), config_for(cfg, task, seed, lr, args)
+                config = config_for(cfg, task, seed, lr, args, alpha)
+                yield _fields(cfg, task, seed, lr, config), config
+
+
+def _matches(name: str, patterns: Sequence[str] | None) -> bool:
+    """``--match``: no patterns, or one that ``name`` contains (a pattern starting with ``=``: ``name`` exactly)."""
+    if not patterns:
+        return True
+    return any(name == m[1:] if m.startswith("=") else m in name for m in patterns)
 
 
 def _all_rows(out: Path) -> list[dict[str, Any]]:
-    """Every record of every phase, deduplicated by (name, task, seed, lr) (the sweep's runs count once)."""
-    rows: dict[tuple[str, str, int, float], dict[str, Any]] = {}
+    """Every record of every phase, deduplicated by :func:`run_id` (a run listed twice counts once)."""
+    rows: dict[str, dict[str, Any]] = {}
     for phase in PHASES:
         for r in load_results(out / f"{phase}.jsonl"):
             rows.setdefault(_row_key(r), {**r, "phase": phase})
     return list(rows.values())
 
 
-def _at_rate(rows: Sequence[Mapping[str, Any]], rates: Mapping[str, float]) -> list[Mapping[str, Any]]:
-    """The runs made at their configuration's chosen rate (the sweep's other rates are left out)."""
-    keep = []
+def _runs_of(
+    cfg: Config, rows: Sequence[Mapping[str, Any]], rates: Mapping[str, float], alpha: float | None
+) -> list[Mapping[str, Any]]:
+    """The runs with ``cfg``'s settings at its chosen rate (and, for MetaTT, the chosen alpha), any phase or name."""
+    if cfg.lr is None and cfg.family not in rates:
+        return []
+    lr = _rate(cfg, rates)
+    want = cfg.alpha if cfg.alpha is not None else alpha if cfg.family == "metatt" else None
+    out = []
     for r in rows:
-        cfg = _by_name(r["name"]) if any(c.name == r["name"] for c in (*FRONTIER, *LEVERS)) else None
-        if cfg is None:
-            continue
-        lr = cfg.lr if cfg.lr is not None else rates.get(cfg.family)
-        if lr is not None and float(r["lr"]) == lr:
-            keep.append(r)
-    return keep
+        m = r["config"]["method"]
+        same = (m["method"], m["rank"], tuple(m["targets"] or ()), m["init"]) == (
+            cfg.method,
+            cfg.rank,
+            tuple(cfg.targets or ()),
+            cfg.init,
+        )
+        default_alpha = MethodSpec(method=cfg.method, rank=cfg.rank).resolved_alpha
+        if same and float(r["lr"]) == lr and float(m["alpha"]) == (want if want is not None else default_alpha):
+            out.append(r)
+    return out
 
 
-def summary(out: Path) -> str:
+def summary(out: Path, alpha: float | None) -> str:
     """The Markdown tables: the sweep, then accuracy (final epoch, mean ± sd over seeds) per task and config."""
     sweep = load_results(out / "sweep.jsonl")
     rates = chosen_rates(sweep)
@@ -220,13 +276,18 @@ def summary(out: Path) -> str:
             mean = f"{statistics.mean(found.values()):.3f}"
             mark = " **(chosen)**" if rates.get(family) == lr else ""
             lines.append(f"| {family} ({name}) | {lr:g}{mark} | " + " | ".join(cells) + f" | {mean} |")
-    rows = _at_rate(_all_rows(out), rates)
+    rows = _all_rows(out)
     tasks = [*TUNING_TASKS, HELD_OUT_TASK]
-    lines += ["", "### Accuracy vs trainable parameters (final valid acc, mean ± sd over seeds)", ""]
-    header = "| config | lr | adapter params | ratio to LoRA r=8 | " + " | ".join(tasks) + " | tuning mean |"
+    lines += [
+        "",
+        f"### Accuracy vs trainable parameters (final valid acc, mean ± sd (seeds)); MetaTT alpha {alpha}",
+        "",
+    ]
+    header = "| config | lr | alpha | adapter params | ratio to LoRA r=8 | " + " | ".join(tasks) + " | tuning mean |"
     lines += [header, "|---" * (header.count("|") - 1) + "|"]
-    for cfg in (*FRONTIER, *LEVERS):
-        mine = [r for r in rows if r["name"] == cfg.name]
+    lora8 = next((int(r["lora_r8_params"]) for r in rows if r["config"]["method"]["targets"] is None), 0)
+    for cfg in (*LEVERS, *FRONTIER):
+        mine = _runs_of(cfg, rows, rates, alpha)
         if not mine:
             continue
         params = mine[0]["adapter_params"]
@@ -236,21 +297,18 @@ def summary(out: Path) -> str:
             cells.append(f"{mean_sd(accs)} ({len(accs)})" if accs else "–")
             if t in TUNING_TASKS and accs:
                 tuning.append(statistics.mean(accs))
-        lora8 = mine[0]["lora_r8_params"] if cfg.targets is None else _lora_qv_r8(rows)
         ratio = f"{params / lora8:.3f}" if lora8 else "–"
         mean = f"{statistics.mean(tuning):.3f}" if len(tuning) == len(TUNING_TASKS) else "–"
+        a = mine[0]["config"]["method"]["alpha"] if cfg.method != "head" else "–"
         lines.append(
-            f"| {cfg.name} | {float(mine[0]['lr']):g} | {params:,d} | {ratio} | " + " | ".join(cells) + f" | {mean} |"
+            f"| {cfg.name} | {float(mine[0]['lr']):g} | {a} | {params:,d} | {ratio} | "
+            + " | ".join(cells)
+            + f" | {mean} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _lora_qv_r8(rows: Sequence[Mapping[str, Any]]) -> int:
-    """LoRA r=8 on query/value (the paper's reference) — what an all-linear run is compared with too."""
-    return next((int(r["lora_r8_params"]) for r in rows if _by_name(r["name"]).targets is None), 0)
-
-
-def plot(out: Path, png: Path) -> Path:
+def plot(out: Path, png: Path, alpha: float | None) -> Path:
     """Accuracy (mean ± sd over seeds) vs trainable adapter parameters (log scale), one panel per task."""
     import matplotlib
 
@@ -258,35 +316,33 @@ def plot(out: Path, png: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rates = chosen_rates(load_results(out / "sweep.jsonl"))
-    rows = _at_rate(_all_rows(out), rates)
+    rows = _all_rows(out)
     tasks = [t for t in (*TUNING_TASKS, HELD_OUT_TASK) if any(r["task"] == t for r in rows)]
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.2 * max(1, len(tasks)), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.6 * max(1, len(tasks)), 4.0), squeeze=False)
     colours = {"metatt": "tab:blue", "lora": "tab:red", "vera": "tab:green", "lotr": "tab:purple", "tera": "tab:orange"}
     for ax, task in zip(axes[0], tasks):
-        for cfg in (*FRONTIER, *LEVERS):
-            accs = [r["final_valid_acc"] for r in rows if r["name"] == cfg.name and r["task"] == task]
-            if not accs:
+        for cfg in FRONTIER:
+            mine = [r for r in _runs_of(cfg, rows, rates, alpha) if r["task"] == task]
+            if not mine:
                 continue
-            params = next(r["adapter_params"] for r in rows if r["name"] == cfg.name)
+            accs = [r["final_valid_acc"] for r in mine]
             mean = statistics.mean(accs)
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
             if cfg.family == "head":
                 ax.axhline(mean, color="grey", ls="--", lw=1, label="head only")
                 continue
-            marker = "s" if cfg in LEVERS else "^" if cfg.targets else "D" if cfg.method == "metatt-5d" else "o"
+            params = mine[0]["adapter_params"]
+            marker = "^" if cfg.targets else "D" if cfg.method == "metatt-5d" else "o"
             ax.errorbar(params, mean, yerr=sd, fmt=marker, color=colours.get(cfg.family, "k"), capsize=3, ms=5)
-            ax.annotate(
-                cfg.name.replace("MetaTT-", "").replace(" (full Tucker ranks)", ""),
-                (params, mean),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
+            short = cfg.name.replace("MetaTT-", "").replace(" (full Tucker ranks)", "")
+            ax.annotate(short, (params, mean), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_title(task + (" (held out)" if task == HELD_OUT_TASK else ""))
         ax.set_xlabel("trainable adapter parameters")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation accuracy (final epoch)")
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=130)
@@ -304,8 +360,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=32, help="token limit (the pair task: 64)")
-    p.add_argument("--metatt-alpha", type=float, default=None, help="alpha of the MetaTT family (default: library)")
-    p.add_argument("--match", nargs="*", default=None, help="only configurations whose name contains one of these")
+    p.add_argument(
+        "--metatt-alpha",
+        default="auto",
+        help="alpha of the MetaTT family: a number, or auto (default): the best alpha lever (library default before)",
+    )
+    p.add_argument(
+        "--match",
+        nargs="*",
+        default=None,
+        help="only configurations whose name contains one of these (=NAME: exactly NAME)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the cores are shared)")
     p.add_argument("--summary", action="store_true", help="print the tables")
     p.add_argument("--plot", default=None, metavar="PNG", help="write the frontier plot")
@@ -317,30 +382,26 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     for phase in args.phases:
         rates = chosen_rates(load_results(out / "sweep.jsonl"))
+        alpha = _alpha(args, out)
         if phase != "sweep":
-            print(f"{phase}: learning rates {rates}", flush=True)
+            print(f"{phase}: learning rates {rates}, MetaTT alpha {alpha}", flush=True)
         settings = {k: v for k, v in vars(args).items() if k not in ("out", "summary", "plot", "phases", "match")}
-        (out / f"{phase}_settings.json").parent.mkdir(parents=True, exist_ok=True)
-        (out / f"{phase}_settings.json").write_text(json_dumps(settings))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{phase}_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
         elsewhere = {_row_key(r) for r in _all_rows(out) if r["phase"] != phase}
         run_pending(
-            jobs(phase, args, rates),
+            jobs(phase, args, rates, alpha),
             out / f"{phase}.jsonl",
             _row_key,
             done=elsewhere,
             log=lambda m: print(m, flush=True),
         )
+    alpha = _alpha(args, out)
     if args.summary or not args.phases:
-        print(summary(out))
+        print(summary(out, alpha))
     if args.plot:
-        print(f"wrote {plot(out, Path(args.plot))}")
+        print(f"wrote {plot(out, Path(args.plot), alpha)}")
     return 0
-
-
-def json_dumps(data: Mapping[str, Any]) -> str:
-    import json
-
-    return json.dumps(data, indent=2) + "\n"
 
 
 if __name__ == "__main__":
