@@ -34,13 +34,11 @@ import torch
 from ._threads import limited_threads
 
 __all__ = [
-    "adjoint_cores",
     "apply_local",
     "dense_local",
     "identity_cores",
     "left_step",
     "merge_operators",
-    "product_cores",
     "right_step",
     "sweep_threads",
 ]
@@ -145,19 +143,3 @@ def dense_local(left: torch.Tensor, ops: Sequence[torch.Tensor], right: torch.Te
 def identity_cores(dims: Sequence[int], *, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
     """Rank-1 identity operator cores ``(1, n_k, n_k, 1)``: two-layer projections through the three-layer code."""
     return [torch.eye(n, dtype=dtype, device=device).reshape(1, n, n, 1) for n in dims]
-
-
-def adjoint_cores(cores: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Cores of the conjugate transpose ``Aᴴ``: ``conj(W)[q, n, m, q']``."""
-    return [c.conj().permute(0, 2, 1, 3).contiguous() for c in cores]
-
-
-def product_cores(first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Cores of the operator product ``first @ second`` (ranks multiply), exact."""
-    out = []
-    for a, b in zip(first, second):
-        qa, m, _, qa2 = a.shape
-        qb, _, n, qb2 = b.shape
-        c = torch.tensordot(a, b, dims=([2], [1]))  # (qa, m, qa2, qb, n, qb2)
-        out.append(c.permute(0, 3, 1, 4, 2, 5).reshape(qa * qb, m, n, qa2 * qb2))
-    return out

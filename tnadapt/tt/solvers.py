@@ -113,9 +113,9 @@ class _System:
             self.op = cores
             self.rop = env.identity_cores(b.shape, dtype=b.dtype, device=b.device)
         else:
-            adj = env.adjoint_cores(cores)
-            self.op = env.product_cores(adj, cores)
-            self.rop = adj
+            adj = A.adjoint()
+            self.op = list((adj @ A).cores)  # AᴴA exactly, rank q²
+            self.rop = list(adj.cores)
         self.b = list(b.cores)
         d = len(cores)
         one = torch.ones(1, 1, 1, dtype=b.dtype, device=b.device)
