@@ -15,6 +15,7 @@ from tnadapt.testing import assert_dense_close
 from tnadapt.tt import (
     ProductReport,
     TensorTrain,
+    TTBatch,
     TTMatrix,
     apply_dense,
     kron,
@@ -248,3 +249,17 @@ def test_products_are_differentiable() -> None:
         ref = torch.autograd.grad(dense, leaves)
         for got, want in zip(grads, ref):
             assert_dense_close(got, want, rtol=1e-8)
+
+
+@scaled(0.3)
+@given(tt_matrices(), seeds, st.integers(1, 3))
+def test_matvec_of_a_batch_is_the_batch_of_matvecs(a: TTMatrix, seed: int, size: int) -> None:
+    g = generator(seed)
+    members = [TensorTrain.random(a.col_dims, 2, generator=g, dtype=a.dtype) for _ in range(size)]
+    out = a @ TTBatch.stack(members)
+    assert isinstance(out, TTBatch) and len(out) == size and out.shape == a.row_dims
+    for y, x in zip(out.unstack(), members):
+        assert y.ranks == (a @ x).ranks
+        assert_dense_close(y.full(), (a @ x).full(), rtol=rtol(a.dtype), atol=rtol(a.dtype) * _abs_scale(a, x))
+    with pytest.raises(ValueError, match=r"x: expected shape"):
+        a @ TTBatch.stack([TensorTrain.random((*a.col_dims, 2), 1, generator=g, dtype=a.dtype)])

@@ -25,7 +25,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
@@ -33,6 +33,9 @@ from ._chain import validate_chain
 from ._errors import as_int, check_mode, check_scalar, describe
 from .tensor_train import DEFAULT_MAX_DENSE_ELEMENTS, TensorTrain
 from .truncation import TruncationReport
+
+if TYPE_CHECKING:
+    from .batch import TTBatch
 
 __all__ = ["MatrixTruncationReport", "TTMatrix", "check_dims", "round_matrix"]
 
@@ -419,12 +422,26 @@ class TTMatrix:
         return self.adjoint()
 
     # ------------------------------------------------------------------ products
+    @overload
+    def __matmul__(self, other: TensorTrain) -> TensorTrain: ...
+
+    @overload
+    def __matmul__(self, other: TTMatrix) -> TTMatrix: ...
+
+    @overload
+    def __matmul__(self, other: TTBatch) -> TTBatch: ...
+
+    @overload
+    def __matmul__(self, other: torch.Tensor) -> torch.Tensor: ...
+
     def __matmul__(self, other: Any) -> Any:
-        """``A @ x``: a :class:`TensorTrain` (exact, ranks multiply, :func:`matvec`), a :class:`TTMatrix`
-        (exact, :func:`matmul`), or a dense tensor ``(prod n,)`` / ``(prod n, k)`` (:func:`apply_dense`)."""
+        """``A @ x``: a :class:`TensorTrain` or a :class:`~tnadapt.tt.TTBatch` of them (exact, ranks
+        multiply, :func:`matvec`), a :class:`TTMatrix` (exact, :func:`matmul`), or a dense tensor
+        ``(prod n,)`` / ``(prod n, k)`` (:func:`apply_dense`)."""
+        from .batch import TTBatch
         from .matvec import apply_dense, matmul, matvec
 
-        if isinstance(other, TensorTrain):
+        if isinstance(other, (TensorTrain, TTBatch)):
             return matvec(self, other)
         if isinstance(other, TTMatrix):
             return matmul(self, other)

@@ -45,6 +45,7 @@ from . import linalg
 from ._errors import check_finite, check_min_rank, check_positive_float, check_rank_spec, describe
 from ._numerics import stable_norm
 from ._sweeps import drop_redundant_ranks
+from .batch import TTBatch
 from .matrix import TTMatrix
 from .tensor_train import TensorTrain
 from .truncation import TruncationReport, truncate_spectrum
@@ -52,11 +53,12 @@ from .truncation import TruncationReport, truncate_spectrum
 __all__ = ["ProductReport", "apply_dense", "kron", "matmul", "matmul_round", "matvec", "matvec_round"]
 
 
-def _check_operand(name: str, a: TTMatrix, x: TensorTrain) -> None:
+def _check_operand(name: str, a: TTMatrix, x: TensorTrain | TTBatch, *, batch: bool = False) -> None:
     if not isinstance(a, TTMatrix):
         raise TypeError(f"A: expected a TTMatrix, got {describe(a)}")
-    if not isinstance(x, TensorTrain):
-        raise TypeError(f"{name}: expected a TensorTrain, got {describe(x)}")
+    if not isinstance(x, (TensorTrain, TTBatch) if batch else TensorTrain):
+        kinds = "a TensorTrain or a TTBatch" if batch else "a TensorTrain"
+        raise TypeError(f"{name}: expected {kinds}, got {describe(x)}")
     if x.shape != a.col_dims:
         raise ValueError(f"{name}: expected shape {a.col_dims} (A.col_dims), got shape {x.shape}")
     if x.dtype != a.dtype:
@@ -66,14 +68,24 @@ def _check_operand(name: str, a: TTMatrix, x: TensorTrain) -> None:
 
 
 def _matvec_core(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``(ra, m, n, rb) x (sa, n, sb) -> (ra sa, m, rb sb)``."""
+    """``(ra, m, n, rb) x (..., sa, n, sb) -> (..., ra sa, m, rb sb)`` (leading batch axes carried along)."""
     ra, m, _, rb = g.shape
-    sa, _, sb = h.shape
-    return torch.einsum("amnb,snt->asmbt", g, h).reshape(ra * sa, m, rb * sb)
+    *lead, sa, _, sb = h.shape
+    return torch.einsum("amnb,...snt->...asmbt", g, h).reshape(*lead, ra * sa, m, rb * sb)
 
 
-def matvec(a: TTMatrix, x: TensorTrain) -> TensorTrain:
+@overload
+def matvec(a: TTMatrix, x: TensorTrain) -> TensorTrain: ...
+
+
+@overload
+def matvec(a: TTMatrix, x: TTBatch) -> TTBatch: ...
+
+
+def matvec(a: TTMatrix, x: TensorTrain | TTBatch) -> TensorTrain | TTBatch:
     """``A @ x`` exactly: a train of shape ``A.row_dims`` with ranks ``r_k(A) r_k(x)``.
+
+    For a :class:`~tnadapt.tt.TTBatch` ``x``, every member at once (the batch of ``A @ x_b``).
 
     >>> import torch
     >>> from tnadapt.tt import TensorTrain, TTMatrix
@@ -86,8 +98,11 @@ def matvec(a: TTMatrix, x: TensorTrain) -> TensorTrain:
     >>> bool(torch.allclose(y.full().reshape(-1), A.full() @ x.full().reshape(-1)))
     True
     """
-    _check_operand("x", a, x)
-    return TensorTrain._trusted([_matvec_core(g, h) for g, h in zip(a.cores, x.cores)], None)
+    _check_operand("x", a, x, batch=True)
+    cores = [_matvec_core(g, h) for g, h in zip(a.cores, x.cores)]
+    if isinstance(x, TTBatch):
+        return TTBatch._trusted(cores)
+    return TensorTrain._trusted(cores, None)
 
 
 def _check_factors(a: TTMatrix, b: TTMatrix) -> None:
