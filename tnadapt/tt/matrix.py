@@ -69,6 +69,9 @@ class TTMatrix:
     ----------
     cores:
         The cores, one per site, one dtype and device.
+    center:
+        Optional orthogonality centre of the merged-leg train the caller *guarantees*
+        (as for :class:`~tnadapt.tt.TensorTrain`); normally set only by library routines.
 
     Examples
     --------
