@@ -68,6 +68,24 @@ def test_cholesky_qr2_matches_householder_accuracy(a: torch.Tensor) -> None:
     assert_dense_close(q.mH @ q, _eye(k, q), rtol=0.0, atol=rtol(a.dtype) * math.sqrt(k))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("cond", [1.0, 1e6])
+def test_cholesky_qr2_on_column_major_panels(dtype: torch.dtype, cond: float) -> None:
+    """A transposed core unfolding (the right-to-left sweep's panel) takes the ``Qᵀ = R⁻ᵀ Aᵀ`` product:
+    same accuracy as on a row-major copy, on well and ill-conditioned panels."""
+    g = generator(3)
+    u, _ = torch.linalg.qr(torch.randn(300, 20, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(20, 20, generator=g, dtype=torch.float64))
+    a = (u * torch.logspace(0, -math.log10(cond), 20, dtype=torch.float64)) @ v.mT
+    a = a.to(dtype)
+    panel = a.mT.contiguous().mT  # column-major storage
+    assert not panel.is_contiguous()
+    for mat in (panel, panel.contiguous()):
+        q, r = linalg.cholesky_qr2(mat)
+        assert_dense_close(q @ r, a, rtol=rtol(dtype))
+        assert_dense_close(q.mH @ q, _eye(20, q), rtol=0.0, atol=rtol(dtype) * math.sqrt(20))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_svd_falls_back_when_the_solver_fails(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
     real_svd = torch.linalg.svd

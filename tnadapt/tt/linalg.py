@@ -72,7 +72,12 @@ def _cholesky_pass(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     chol, info = torch.linalg.cholesky_ex(gram)
     r = chol.mH
     eye = torch.eye(r.shape[-1], dtype=r.dtype, device=r.device)
-    return a @ torch.linalg.solve_triangular(r, eye, upper=True), r, gram, info
+    r_inv = torch.linalg.solve_triangular(r, eye, upper=True)
+    if a.mT.is_contiguous() and not a.is_contiguous():
+        # A column-major panel (a transposed core unfolding, as the right-to-left sweep hands over):
+        # the same product as Qᵀ = R⁻ᵀ Aᵀ on the row-major Aᵀ, ~5x faster than ``a @ r_inv`` (MKL, AMD EPYC).
+        return (r_inv.mT @ a.mT).mT, r, gram, info
+    return a @ r_inv, r, gram, info
 
 
 def cholesky_qr2(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
