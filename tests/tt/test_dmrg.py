@@ -150,3 +150,13 @@ def test_bad_inputs_name_the_argument() -> None:
         dmrg_eigsh(H, cutoff=-1.0)
     with pytest.raises(ValueError, match="square"):
         dmrg_eigsh(TTMatrix([torch.zeros(1, 2, 3, 1, dtype=F64)] * 2))
+
+
+@pytest.mark.parametrize("dims", [(5,), (3, 4)])
+def test_one_and_two_site_operators(dims: tuple[int, ...]) -> None:
+    n = math.prod(dims)
+    m = torch.randn(n, n, generator=torch.Generator().manual_seed(n), dtype=F64)
+    H = TTMatrix.from_dense(m + m.mT, dims, dims)
+    rep = dmrg_eigsh(H, k=2, tol=1e-12)
+    for got, want in zip(rep.energies, exact(H, 2)):
+        assert abs(got - want) <= 1e-10

@@ -172,3 +172,12 @@ def test_bad_inputs_name_the_argument() -> None:
     assert rect.row_dims == (2, 2)
     with pytest.raises(ValueError, match="galerkin"):
         als_solve(square, TensorTrain([torch.ones(1, 3, 1, dtype=F64)] * 2))
+
+
+@pytest.mark.parametrize("dims", [(5,), (3, 4)])
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_one_and_two_site_systems(dims: tuple[int, ...], solver: str) -> None:
+    A = random_operator(dims, "hpd", 5, F64)
+    b = TensorTrain.random(dims, 2, generator=generator(6), dtype=F64)
+    rep = SOLVERS[solver](A, b, tol=1e-12)
+    assert rep.converged and relative_error(rep.x, dense_solution(A, b)) <= 1e-10

@@ -210,8 +210,10 @@ def _truncate(
             return float(torch.linalg.vector_norm((op(trial) - rhs).reshape(-1))) <= target
 
         lo, hi = 1, top
-        if not fits(hi) or fits(lo):
-            rank = hi if not fits(hi) else lo
+        if not fits(hi):  # even the largest rank misses the target: keep it
+            rank = hi
+        elif fits(lo):
+            rank = lo
         else:
             while hi - lo > 1:
                 mid = (lo + hi) // 2
