@@ -2,6 +2,7 @@
 
     python -m benchmarks.solver_compare            # L = 32 (chi 32) and 64 (chi 64)
     python -m benchmarks.solver_compare --large    # also L = 100, chi 64
+    python -m benchmarks.solver_compare --skip-poisson --threads 1 --cases 100x64
 
 Every measurement runs in a fresh subprocess with ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``/
 ``OPENBLAS_NUM_THREADS`` set to 1, or unset (the libraries' default threads), so numpy-based
@@ -195,11 +196,17 @@ def main() -> None:
     parser.add_argument("--worker", nargs="+")
     parser.add_argument("--large", action="store_true")
     parser.add_argument("--skip-poisson", action="store_true")
+    parser.add_argument("--threads", choices=("1", "default", "both"), default="both")
+    parser.add_argument("--cases", nargs="*", help="DMRG cases as LxCHI (e.g. 100x64) instead of the defaults")
     opts = parser.parse_args()
     if opts.worker:
         print(json.dumps(WORKERS[opts.worker[0]](opts.worker[1:])))
         return
-    for threads in ("1", "default"):
+    settings = ("1", "default") if opts.threads == "both" else (opts.threads,)
+    cases = DMRG_CASES + (LARGE_CASES if opts.large else ())
+    if opts.cases:
+        cases = tuple((int(c.split("x")[0]), int(c.split("x")[1])) for c in opts.cases)
+    for threads in settings:
         if not opts.skip_poisson:
             for d in POISSON_D:
                 ours = run_worker("poisson:tnadapt", [str(d)], threads)
@@ -217,7 +224,7 @@ def main() -> None:
                     f"torchTT amen_solve {shown}",
                     flush=True,
                 )
-        for length, chi in DMRG_CASES + (LARGE_CASES if opts.large else ()):
+        for length, chi in cases:
             results = {
                 name.split(":")[1]: run_worker(name, [str(length), str(chi)], threads)
                 for name in WORKERS
