@@ -191,3 +191,22 @@ def test_truncated_svd_keeps_the_largest_and_reports_the_tail(a: torch.Tensor, c
     err = float(torch.linalg.vector_norm(((t.U * t.S.to(t.U.dtype)) @ t.Vh - a).to(torch.complex128)))
     assert abs(float(t.discarded) - err) <= rtol(a.dtype) * na
     assert abs(float(t.discarded) - float(torch.linalg.vector_norm(t.singular_values[t.rank :]))) <= rtol(a.dtype) * na
+
+
+def test_tall_qr_uses_cholesky_qr2_only_where_its_gemms_pay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big tall CPU panels: CholeskyQR2 with AVX-512 or several threads, Householder on one AVX2 thread."""
+    panel = torch.randn(4096, 32, generator=generator(4), dtype=torch.float64)
+    used: list[str] = []
+    real = linalg.cholesky_qr2
+    monkeypatch.setattr(linalg, "cholesky_qr2", lambda m: used.append("cholesky") or real(m))
+    previous = torch.get_num_threads()
+    try:
+        for wide, threads, expected in ((False, 1, []), (True, 1, ["cholesky"]), (False, 2, ["cholesky"])):
+            monkeypatch.setattr(linalg, "_WIDE_SIMD", wide)
+            torch.set_num_threads(threads)
+            used.clear()
+            q, r = linalg.tall_qr(panel)
+            assert used == expected, (wide, threads)
+            assert_dense_close(q @ r, panel, rtol=rtol(panel.dtype))
+    finally:
+        torch.set_num_threads(previous)

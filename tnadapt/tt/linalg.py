@@ -117,14 +117,28 @@ def cholesky_qr2(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.to(mat.dtype), (r2 @ r1).to(mat.dtype)
 
 
+#: CPU GEMMs at AVX-512 width: CholeskyQR2's GEMMs then beat single-threaded Householder.
+_WIDE_SIMD = "AVX512" in torch.backends.cpu.get_cpu_capability()
+
+
+def _gemm_qr_pays(mat: torch.Tensor) -> bool:
+    """Whether CholeskyQR2's GEMMs are faster than Householder here: off the CPU, with AVX-512, or
+    with several threads (the small Householder QRs run single-threaded, the GEMMs do not).
+
+    Measured at 1 thread: 2048x64 panels 20-25% faster on an AVX-512 Xeon, 9-19% slower in the
+    d=8 sweeps on an AVX2 EPYC (docs/benchmarks.md).
+    """
+    return mat.device.type != "cpu" or _WIDE_SIMD or torch.get_num_threads() > 1
+
+
 def tall_qr(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Thin QR for orthogonalisation sweeps: :func:`cholesky_qr2` for tall panels, else :func:`qr`.
 
     CholeskyQR2 is used for 2-D panels with at least ``CHOLESKY_QR_MIN_ASPECT`` rows per
     column and ``CHOLESKY_QR_MIN_ELEMENTS`` entries when no gradient has to flow through
-    the factorisation; Householder otherwise (square-ish or small panels, where it
-    measured faster, and autograd, where ``torch.linalg.qr``'s backward is the
-    well-tested path).
+    the factorisation and its GEMMs pay (:func:`_gemm_qr_pays`); Householder otherwise
+    (square-ish or small panels, where it measured faster, single-threaded CPUs without
+    AVX-512, and autograd, where ``torch.linalg.qr``'s backward is the well-tested path).
 
     >>> q, r = tall_qr(torch.randn(64, 8, dtype=torch.float64))
     >>> q.shape, r.shape
@@ -132,7 +146,7 @@ def tall_qr(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     m, n = mat.shape[-2], mat.shape[-1]
     big = m >= CHOLESKY_QR_MIN_ASPECT * n and m * n >= CHOLESKY_QR_MIN_ELEMENTS
-    if mat.ndim == 2 and big and not (mat.requires_grad and torch.is_grad_enabled()):
+    if mat.ndim == 2 and big and not (mat.requires_grad and torch.is_grad_enabled()) and _gemm_qr_pays(mat):
         return cholesky_qr2(mat)
     return qr(mat)
 
