@@ -198,7 +198,12 @@ def test_tall_qr_uses_cholesky_qr2_only_where_its_gemms_pay(monkeypatch: pytest.
     panel = torch.randn(4096, 32, generator=generator(4), dtype=torch.float64)
     used: list[str] = []
     real = linalg.cholesky_qr2
-    monkeypatch.setattr(linalg, "cholesky_qr2", lambda m: used.append("cholesky") or real(m))
+
+    def recording(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        used.append("cholesky")
+        return real(m)
+
+    monkeypatch.setattr(linalg, "cholesky_qr2", recording)
     previous = torch.get_num_threads()
     try:
         for wide, threads, expected in ((False, 1, []), (True, 1, ["cholesky"]), (False, 2, ["cholesky"])):
