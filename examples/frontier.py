@@ -89,6 +89,14 @@ LEVERS = (
     Config("MetaTT-4D r=8 alpha=8", "metatt-4d", "metatt", rank=8, alpha=8.0),
 )
 
+#: Further changes to MetaTT-4D r=8 in the ``levers`` phase (not alpha choices): the output core a random
+#: orthonormal ``(r, D)`` matrix instead of ``eye(r, D)`` (whose first gradients reach only r output coordinates),
+#: and all-linear targets at half the swept rate (36 matrices move 3x as many weights per step as q/v).
+OTHER_LEVERS = (
+    Config("MetaTT-4D r=8 init ze-id-id-or", "metatt-4d", "metatt", rank=8, alpha=2.0, init="ze-id-id-or"),
+    Config("MetaTT-4D r=8 all-linear lr 5e-3", "metatt-4d", "metatt", rank=8, alpha=2.0, targets=ALL_LINEAR, lr=5e-3),
+)
+
 #: The representative of each family in the sweep, and the rates tried.
 SWEEP: dict[str, tuple[str, tuple[float, ...]]] = {
     "metatt": ("MetaTT-4D r=8 alpha=2", (5e-3, 1e-2, 2e-2)),
@@ -100,7 +108,7 @@ SWEEP: dict[str, tuple[str, tuple[float, ...]]] = {
 
 
 def _by_name(name: str) -> Config:
-    return next(c for c in (*FRONTIER, *LEVERS) if c.name == name)
+    return next(c for c in (*FRONTIER, *LEVERS, *OTHER_LEVERS) if c.name == name)
 
 
 def config_for(
@@ -206,7 +214,7 @@ def jobs(
                     config = config_for(_by_name(name), task, args.seeds[0], lr, args, alpha)
                     yield _fields(_by_name(name), task, args.seeds[0], lr, config), config
         return
-    configs = LEVERS if phase == "levers" else FRONTIER
+    configs = (*LEVERS, *OTHER_LEVERS) if phase == "levers" else FRONTIER
     tasks = (HELD_OUT_TASK,) if phase == "heldout" else TUNING_TASKS
     for seed in args.seeds:
         for cfg in configs:
@@ -286,7 +294,7 @@ def summary(out: Path, alpha: float | None) -> str:
     header = "| config | lr | alpha | adapter params | ratio to LoRA r=8 | " + " | ".join(tasks) + " | tuning mean |"
     lines += [header, "|---" * (header.count("|") - 1) + "|"]
     lora8 = next((int(r["lora_r8_params"]) for r in rows if r["config"]["method"]["targets"] is None), 0)
-    for cfg in (*LEVERS, *FRONTIER):
+    for cfg in (*LEVERS, *OTHER_LEVERS, *FRONTIER):
         mine = _runs_of(cfg, rows, rates, alpha)
         if not mine:
             continue
@@ -299,7 +307,7 @@ def summary(out: Path, alpha: float | None) -> str:
                 tuning.append(statistics.mean(accs))
         ratio = f"{params / lora8:.3f}" if lora8 else "–"
         mean = f"{statistics.mean(tuning):.3f}" if len(tuning) == len(TUNING_TASKS) else "–"
-        a = mine[0]["config"]["method"]["alpha"] if cfg.method != "head" else "–"
+        a = mine[0]["config"]["method"]["alpha"] if cfg.method not in ("head", "vera") else "–"  # VeRA: none
         lines.append(
             f"| {cfg.name} | {float(mine[0]['lr']):g} | {a} | {params:,d} | {ratio} | "
             + " | ".join(cells)

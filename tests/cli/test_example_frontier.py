@@ -13,6 +13,7 @@ def test_frontier_sweeps_reuses_runs_resumes_summarises_and_plots(
 ) -> None:
     example = load_script("examples/frontier.py")
     monkeypatch.setattr(example, "SWEEP", {"metatt": ("MetaTT-4D r=8 alpha=2", (5e-3, 1e-2))})  # a fast test
+    monkeypatch.setattr(example, "OTHER_LEVERS", ())
     argv = ["--out", str(tmp_path), "--seeds", "0", "--train-size", "8", "--valid-size", "8", "--max-length", "16"]
     argv += ["--epochs", "1", "--match", "MetaTT-4D r=8", "--phases", "sweep", "levers", "frontier", "heldout"]
     assert example.main([*argv, "--plot", str(tmp_path / "f.png")]) == 0
