@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tnadapt import testing
 from tnadapt.testing import TTWithSpectra, tensor_trains_with_spectra
 from tnadapt.tt import TensorTrain, dot, norm
-from tnadapt.tt.ops import _left_env_step
+from tnadapt.tt.ops import _left_env_step, _peaks, _scaled_inner, _scaled_inner_on_device
 
 
 def plain_dot(a: TensorTrain, b: TensorTrain) -> torch.Tensor:
@@ -50,6 +50,25 @@ def test_gram_norm_is_within_a_few_ulps_of_the_qr_norm_on_hard_spectra(ex: TTWit
     gram, qr = as_float(x.norm(method="gram")), as_float(x.norm())
     ulp = torch.finfo(x.dtype).eps
     assert abs(gram - qr) <= 4 * x.order * ulp * qr
+
+
+@given(trains(), st.data())
+def test_host_and_device_exponent_paths_are_bit_identical(x: TensorTrain, data: st.DataObject) -> None:
+    # On the CPU the exponents are host integers; the device path (no synchronisation) must agree bit for bit,
+    # at extreme scales (clamped pre-scales, split factors) and with one core huge and the next tiny.
+    f = data.draw(extreme_scales(x.dtype), label="factor")
+    cores = list(x.cores)
+    cores[0] = cores[0] * f
+    cores[-1] = cores[-1] / f
+    for a, b in ((x * f, x * (1 / f)), (x * f, x * f), (TensorTrain(cores), x)):
+        m, e, peaks = _scaled_inner(a, b)
+        real = a.dtype.to_real() if a.dtype.is_complex else a.dtype
+        limit = int(math.log2(torch.finfo(real).max)) - 2
+        pa, pb = _peaks(a.cores), _peaks(b.cores)
+        dm, de = _scaled_inner_on_device(a, b, pa, pb, limit)
+        assert torch.equal(m, dm)
+        assert int(e) == int(de)
+        assert torch.equal(peaks, torch.stack([pa, pb], dim=1).reshape(-1))
 
 
 @pytest.mark.parametrize(("value", "expected"), [(float("nan"), "nan"), (float("inf"), "inf")])

@@ -157,6 +157,17 @@ def _times_power_of_two(x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     return x * _power_of_two(half, x) * _power_of_two(e - half, x)
 
 
+def _peaks(cores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``max |entry|`` of every core (1-d, NaN where a core holds a NaN): one pass over each core.
+
+    Real cores take ``aminmax`` (one read, no ``abs`` copy); complex ones ``abs().amax()``.
+    """
+    if cores[0].is_complex():
+        return torch.stack([c.detach().abs().amax() for c in cores])
+    lows, highs = zip(*(torch.aminmax(c.detach()) for c in cores))
+    return torch.maximum(torch.stack(highs), -torch.stack(lows))
+
+
 def _scaled_inner(a: TensorTrain, b: TensorTrain) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``<a, b> = m * 2**e``: the Gram contraction with the environment rescaled by powers of two at every step.
 
@@ -167,25 +178,79 @@ def _scaled_inner(a: TensorTrain, b: TensorTrain) -> tuple[torch.Tensor, torch.T
     powers of two is exact, so ``m * 2**e`` is bit-for-bit the unscaled contraction whenever
     that one neither over- nor underflows — and stays finite and accurate when it would.
     The scale factors are constants for autograd (the gradient is that of ``<a, b>``).
+
+    On the CPU, where reading a scalar costs no device round trip, the exponents are host
+    integers: per step one ``aminmax`` pass over each core just before its step (while it is
+    in cache), one ``abs().amax()`` of the environment and one multiply (its ``2**-e`` and the
+    step's pre-scale folded into one exact factor when that factor is a normal number).
+    Elsewhere the same arithmetic runs on the device without synchronising, the core peaks
+    taken up front (:func:`_scaled_inner_on_device`).  Both give bit-identical results.
     """
     real = a.dtype.to_real() if a.dtype.is_complex else a.dtype
     limit = int(math.log2(torch.finfo(real).max)) - 2
-    env = torch.ones(1, 1, dtype=a.dtype, device=a.device)  # (ra, rb)
-    total = torch.zeros((), dtype=torch.int32, device=a.device)
+    if a.device.type != "cpu":
+        pa = _peaks(a.cores)
+        pb = pa if all(x is y for x, y in zip(a.cores, b.cores)) else _peaks(b.cores)
+        m, e = _scaled_inner_on_device(a, b, pa, pb, limit)
+        return m, e, torch.stack([pa, pb], dim=1).reshape(-1)
     # The environment (not the core: a pass over every core saved) is pre-scaled by the cores'
     # exponents, clamped so that it stays a normal number; the step then yields values ~ 1.
+    # Each core's peak is read just before its step, while the core is still in cache.
     pre_limit = limit - 24
-    peaks = []
+    env = torch.ones(1, 1, dtype=a.dtype, device=a.device)  # (ra, rb)
+    shift, total, peaks = 0, 0, []
     for ga, gb in zip(a.cores, b.cores):
-        pa = ga.detach().abs().amax()
-        pb = pa if gb is ga else gb.detach().abs().amax()
-        peaks += [pa, pb]
-        pre = (_exponent(pa, limit) + _exponent(pb, limit)).clamp(-pre_limit, pre_limit)
-        env = _left_env_step(env * _power_of_two(-pre, env), ga, gb)
+        peak_a = _host_peak(ga)
+        peak_b = peak_a if gb is ga else _host_peak(gb)
+        peaks += [peak_a, peak_b]
+        pre = max(-pre_limit, min(pre_limit, _host_exponent(peak_a, limit) + _host_exponent(peak_b, limit)))
+        env = _left_env_step(_host_times_power_of_two(env, shift - pre, limit), ga, gb)
+        ee = _host_exponent(env.detach().abs().amax().item(), limit)
+        total += pre + ee
+        shift = -ee
+    env = _host_times_power_of_two(env, shift, limit)
+    m, e = env.reshape(()), torch.tensor(total, dtype=torch.int32, device=a.device)
+    return m, e, torch.tensor(peaks, dtype=real, device=a.device)
+
+
+def _host_peak(core: torch.Tensor) -> float:
+    """``max |entry|`` of a CPU core as a host float (NaN if it holds one): one ``aminmax`` pass for real cores."""
+    if core.is_complex():
+        return float(core.detach().abs().amax().item())
+    low, high = (float(v.item()) for v in torch.aminmax(core.detach()))
+    return math.nan if math.isnan(low) else max(high, -low)
+
+
+def _host_exponent(peak: float, limit: int) -> int:
+    """:func:`_exponent` of a host float: ``e`` with ``peak / 2**e`` in ``[0.5, 1)`` (0 for 0, NaN, Inf), within ``±limit``."""
+    return max(-limit, min(limit, math.frexp(peak)[1]))
+
+
+def _host_times_power_of_two(x: torch.Tensor, e: int, limit: int) -> torch.Tensor:
+    """``x * 2**e`` for a host integer ``e``: one exact multiply while ``2**e`` is normal, else two halves."""
+    if e == 0:
+        return x
+    if -limit <= e <= limit:
+        return x * math.ldexp(1.0, e)
+    half = e // 2
+    return x * math.ldexp(1.0, half) * math.ldexp(1.0, e - half)
+
+
+def _scaled_inner_on_device(
+    a: TensorTrain, b: TensorTrain, pa: torch.Tensor, pb: torch.Tensor, limit: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(m, e)`` of :func:`_scaled_inner` with every exponent kept on the device (no host synchronisation)."""
+    pre_limit = limit - 24
+    pre = (_exponent(pa, limit) + _exponent(pb, limit)).clamp(-pre_limit, pre_limit)
+    pre_factors = _power_of_two(-pre, pa)
+    env = torch.ones(1, 1, dtype=a.dtype, device=a.device)  # (ra, rb)
+    exponents = []
+    for k, (ga, gb) in enumerate(zip(a.cores, b.cores)):
+        env = _left_env_step(env * pre_factors[k], ga, gb)
         ee = _exponent(env.detach().abs().amax(), limit)
         env = env * _power_of_two(-ee, env)
-        total = total + pre + ee
-    return env.reshape(()), total, torch.stack(peaks)
+        exponents.append(ee)
+    return env.reshape(()), pre.sum(dtype=torch.int32) + torch.stack(exponents).sum(dtype=torch.int32)
 
 
 def dot(a: TensorTrain, b: TensorTrain) -> torch.Tensor:
