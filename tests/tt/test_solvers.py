@@ -66,6 +66,20 @@ def test_solve_matches_dense_solve(
 
 
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("dims", [(3, 1, 3), (1, 3, 1, 3, 1), (1, 1, 3), (3, 1, 1, 2), (1, 1)])
+def test_size_one_sites_do_not_stall_the_sweep(solver: str, dims: tuple[int, ...]) -> None:
+    # A size-1 site caps a two-site block's (and an AMEn enrichment's) new bond at the rank on its
+    # other side: (3, 1, 3) needs rank 3 at both bonds but a rank-2 start could never grow there.
+    A = random_operator(dims, "hpd", 0, F64)
+    b = TensorTrain.random(dims, 2, generator=generator(1), dtype=F64)
+    rep = SOLVERS[solver](A, b, tol=1e-10, max_sweeps=10)
+    assert rep.converged and rep.residual <= 1e-10
+    assert relative_error(rep.x, dense_solution(A, b)) <= 1e-8
+    assert rep.x.shape == dims and all(len(s.ranks) == len(dims) + 1 for s in rep.sweeps)
+    assert rep.sweeps[-1].ranks == rep.x.ranks
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_qtt_poisson_solve(solver: str) -> None:
     # -u'' = 1 on (0, 1), u(0) = u(1) = 0 on 2^10 points: the discrete solution is the exact quadratic x (1 - x) / 2.
     d = 10
