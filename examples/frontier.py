@@ -100,10 +100,10 @@ OTHER_LEVERS = (
 #: The representative of each family in the sweep, and the rates tried.
 SWEEP: dict[str, tuple[str, tuple[float, ...]]] = {
     "metatt": ("MetaTT-4D r=8 alpha=2", (5e-3, 1e-2, 2e-2)),
-    "lora": ("LoRA r=8", (2e-3, 5e-3)),
-    "vera": ("VeRA r=256", (1e-2, 3e-2)),
-    "lotr": ("LoTR r=8", (5e-3, 1e-2)),
-    "tera": ("TeRA (full Tucker ranks)", (1e-2, 3e-2)),
+    "lora": ("LoRA r=8", (2e-3, 5e-3, 1e-2)),
+    "vera": ("VeRA r=256", (1e-2, 3e-2, 1e-1)),
+    "lotr": ("LoTR r=8", (5e-3, 1e-2, 2e-2)),
+    "tera": ("TeRA (full Tucker ranks)", (1e-2, 3e-2, 1e-1)),
 }
 
 
