@@ -63,6 +63,8 @@ class Config:
     init: str | None = None
     #: A fixed rate (the head: no sweep) instead of the family's swept one.
     lr: float | None = None
+    #: MetaTT rank schedule ``{epoch: rank}`` (DMRG sweeps after those epochs; optimiser moments reset).
+    dmrg: tuple[tuple[int, int], ...] = ()
 
 
 FRONTIER = (
@@ -95,6 +97,8 @@ LEVERS = (
 OTHER_LEVERS = (
     Config("MetaTT-4D r=8 init ze-id-id-or", "metatt-4d", "metatt", rank=8, alpha=2.0, init="ze-id-id-or"),
     Config("MetaTT-4D r=8 all-linear lr 5e-3", "metatt-4d", "metatt", rank=8, alpha=2.0, targets=ALL_LINEAR, lr=5e-3),
+    # Rank growth (DMRG up): start at rank 4, grow every bond to 8 after epoch 1.
+    Config("MetaTT-4D r=4->8 (DMRG up)", "metatt-4d", "metatt", rank=4, alpha=2.0, dmrg=((1, 8),)),
 )
 
 #: The representative of each family in the sweep, and the rates tried.
@@ -126,7 +130,9 @@ def config_for(
             init=cfg.init,
             seed=seed,
         ),
-        train=TrainSettings(epochs=args.epochs, lr=lr, batch_size=args.batch_size, seed=seed, progress=False),
+        train=TrainSettings(
+            epochs=args.epochs, lr=lr, batch_size=args.batch_size, seed=seed, dmrg=dict(cfg.dmrg), progress=False
+        ),
         train_size=args.train_size,
         valid_size=args.valid_size,
         max_length=MAX_LENGTH.get(task, args.max_length),
@@ -134,12 +140,15 @@ def config_for(
 
 
 def run_id(record: Mapping[str, Any]) -> str:
-    """What identifies a run: its settings (method, rank, resolved alpha, targets, init, task, seed, rate, sizes),
+    """What identifies a run: its settings (method, rank, resolved alpha, targets, init, task, seed, rate, sizes,
+    rank schedule),
     not the name it was listed under — a lever and a frontier point with the same settings are one run."""
     m, t = record["method"], record["train"]
     fields = [m["method"], m["rank"], m["alpha"], m["targets"], m["init"], m["seed"]]
     fields += [[d["dataset"] for d in record["data"]], t["lr"], t["epochs"], t["batch_size"]]
     fields += [record["train_size"], record["valid_size"], record["max_length"]]
+    if t.get("dmrg"):  # a rank schedule makes another run (runs without one keep their ids)
+        fields.append(sorted((int(k), int(v)) for k, v in t["dmrg"].items()))
     return json.dumps(fields)
 
 
@@ -253,11 +262,13 @@ def _runs_of(
     out = []
     for r in rows:
         m = r["config"]["method"]
-        same = (m["method"], m["rank"], tuple(m["targets"] or ()), m["init"]) == (
+        schedule = tuple(sorted((int(k), int(v)) for k, v in r["config"]["train"].get("dmrg", {}).items()))
+        same = (m["method"], m["rank"], tuple(m["targets"] or ()), m["init"], schedule) == (
             cfg.method,
             cfg.rank,
             tuple(cfg.targets or ()),
             cfg.init,
+            tuple(sorted(cfg.dmrg)),
         )
         default_alpha = MethodSpec(method=cfg.method, rank=cfg.rank).resolved_alpha
         if same and float(r["lr"]) == lr and float(m["alpha"]) == (want if want is not None else default_alpha):
