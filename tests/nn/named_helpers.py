@@ -10,7 +10,7 @@ import torch
 from nn_helpers import tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 from torch import nn
 
-from tnadapt.nn import AdapterConfig, MetaTTConfig, TeRAConfig, get_container
+from tnadapt.nn import AdapterConfig, MetaTTConfig, TeRAConfig, add_adapter, get_container, list_adapters, wrap
 
 ARCHS = ("bert", "gpt2", "llama", "t5")
 
@@ -81,3 +81,15 @@ def peft_modules_of(peft_model: nn.Module, adapter_name: str) -> set[str]:
         if isinstance(lora_a, nn.ModuleDict) and adapter_name in lora_a:
             out.add(name)
     return out
+
+
+def three_adapters(arch: str) -> nn.Module:
+    """The tiny ``arch`` model with adapters ``default`` (MetaTT r=2), ``other`` (MetaTT r=3, other targets) and
+    ``tera`` (TeRA), random values."""
+    model = wrap(base(arch), configs(arch)["default"])
+    for name, config in configs(arch).items():
+        if name != "default":
+            add_adapter(model, name, config)
+    for seed, name in enumerate(list_adapters(model)):
+        scramble(model, name, seed)
+    return model

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from named_helpers import ARCHS, SPECS, base, configs, inputs, lora_config, run, scramble
+from named_helpers import ARCHS, SPECS, base, inputs, lora_config, run, scramble, three_adapters
 from nn_helpers import record_ops
 from torch import nn
 
@@ -29,16 +29,6 @@ from tnadapt.nn import (
 peft = pytest.importorskip("peft")
 
 NAMES = ["other", "__base__", "default", "tera", "other", "default"]
-
-
-def three_adapters(arch: str) -> nn.Module:
-    model = wrap(base(arch), configs(arch)["default"])
-    for name, config in configs(arch).items():
-        if name != "default":
-            add_adapter(model, name, config)
-    for seed, name in enumerate(list_adapters(model)):
-        scramble(model, name, seed)
-    return model
 
 
 def one_at_a_time(model: nn.Module, names: list[str], x: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from named_helpers import ARCHS, SPECS, base, configs, inputs, lora_config, peft_modules_of, run, scramble
+from named_helpers import (
+    ARCHS,
+    SPECS,
+    base,
+    configs,
+    inputs,
+    lora_config,
+    peft_modules_of,
+    run,
+    scramble,
+    three_adapters,
+)
 from nn_helpers import tiny_bert
 from torch import nn
 
@@ -41,18 +52,6 @@ from tnadapt.nn import (
 from tnadapt.optim import DMRGRankScheduler
 
 peft = pytest.importorskip("peft")
-
-
-def three_adapters(arch: str) -> nn.Module:
-    """The tiny ``arch`` model with adapters ``default`` (MetaTT r=2), ``other`` (MetaTT r=3, other targets) and
-    ``tera`` (TeRA), random values."""
-    model = wrap(base(arch), configs(arch)["default"])
-    for name, config in configs(arch).items():
-        if name != "default":
-            add_adapter(model, name, config)
-    for seed, name in enumerate(list_adapters(model)):
-        scramble(model, name, seed)
-    return model
 
 
 def trainable_names(model: nn.Module) -> set[str]:
