@@ -48,13 +48,20 @@ def signature(obj: Any) -> str:
     return _ADDRESS.sub("", text)
 
 
+def _private(cls: type) -> bool:
+    """A class of a private module (e.g. a shared base in ``tnadapt.tt._chain``): documented with its subclasses."""
+    return any(part.startswith("_") for part in cls.__module__.split("."))
+
+
 def _members(cls: type) -> list[tuple[str, Any]]:
-    out = []
-    for name, member in vars(cls).items():
-        if name.startswith("_") and name not in _DUNDERS:
-            continue  # the constructor's signature is the class line
-        out.append((name, member))
-    return out
+    """The class's own members, then those it inherits from private bases (public bases have their own entry)."""
+    out: dict[str, Any] = {}
+    for klass in (cls, *(b for b in cls.__mro__[1:] if b is not object and _private(b))):
+        for name, member in vars(klass).items():
+            if name in out or (name.startswith("_") and name not in _DUNDERS):
+                continue  # the constructor's signature is the class line
+            out[name] = member
+    return list(out.items())
 
 
 def _render_member(name: str, member: Any) -> list[str]:
@@ -73,7 +80,7 @@ def render_name(module: Any, name: str) -> list[str]:
     obj = getattr(module, name)
     lines = [f"### `{name}`", ""]
     if inspect.isclass(obj):
-        bases = [b.__name__ for b in obj.__bases__ if b is not object]
+        bases = [b.__name__ for b in obj.__bases__ if b is not object and not _private(b)]
         head = f"class `{name}{signature(obj)}`" + (f" — subclass of {', '.join(bases)}" if bases else "")
         lines += [head, "", summary(obj) or "(no docstring)", ""]
         members = [line for n, m in _members(obj) for line in _render_member(n, m)]

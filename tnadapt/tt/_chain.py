@@ -1,4 +1,5 @@
-"""One validator for chains of cores with bond axes: TT-matrices ``(r, m, n, r')`` and batches ``(B, r, n, r')``."""
+"""Chains of cores with bond axes — trains ``(r, n, r')``, TT-matrices ``(r, m, n, r')``, batches ``(B, r, n, r')``:
+one validator and the properties they share."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["validate_chain"]
+__all__ = ["CoreChain", "validate_chain"]
 
 
 def validate_chain(cores: Sequence[torch.Tensor], *, layout: str, left: int, right: int, batch: bool = False) -> None:
@@ -46,3 +47,37 @@ def validate_chain(cores: Sequence[torch.Tensor], *, layout: str, left: int, rig
         raise ValueError(f"cores[0]: boundary rank r_0 must be 1, got shape {tuple(first.shape)}")
     if cores[-1].shape[right] != 1:
         raise ValueError(f"cores[{len(cores) - 1}]: boundary rank r_d must be 1, got shape {tuple(cores[-1].shape)}")
+
+
+class CoreChain:
+    """The properties every chain of cores shares: the right bond is each core's last axis, ``r_0 = r_d = 1``."""
+
+    __slots__ = ()
+    _cores: tuple[torch.Tensor, ...]
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """TT ranks ``(r_0, ..., r_d)`` including the boundary ranks ``r_0 = r_d = 1``."""
+        return (1, *(int(c.shape[-1]) for c in self._cores))
+
+    @property
+    def order(self) -> int:
+        """Number of sites (modes) ``d``."""
+        return len(self._cores)
+
+    @property
+    def num_params(self) -> int:
+        """Total number of stored entries of all cores."""
+        return sum(c.numel() for c in self._cores)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._cores[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._cores[0].device
+
+    @property
+    def requires_grad(self) -> bool:
+        return any(c.requires_grad for c in self._cores)

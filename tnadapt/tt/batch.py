@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ._chain import validate_chain
+from ._chain import CoreChain, validate_chain
 from ._errors import as_int, check_min_rank, check_positive_float, check_rank_spec, check_scalar, describe
 from .ops import sum_cores
 from .tensor_train import DEFAULT_MAX_DENSE_ELEMENTS, TensorTrain
@@ -37,7 +37,7 @@ from .tensor_train import DEFAULT_MAX_DENSE_ELEMENTS, TensorTrain
 __all__ = ["BatchTruncationReport", "TTBatch", "round_batch"]
 
 
-class TTBatch:
+class TTBatch(CoreChain):
     """``B`` tensor trains of one shape and ranks; cores ``(B, r_{k-1}, n_k, r_k)``.
 
     Examples
@@ -134,23 +134,6 @@ class TTBatch:
     def shape(self) -> tuple[int, ...]:
         """Mode sizes ``(n_1, ..., n_d)`` of every member."""
         return tuple(int(c.shape[2]) for c in self._cores)
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        """TT ranks ``(1, r_1, ..., r_{d-1}, 1)`` of every member."""
-        return (1, *(int(c.shape[3]) for c in self._cores))
-
-    @property
-    def order(self) -> int:
-        return len(self._cores)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._cores[0].dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self._cores[0].device
 
     def __len__(self) -> int:
         return self.batch_size

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
-from ._chain import validate_chain
+from ._chain import CoreChain, validate_chain
 from ._errors import as_int, check_mode, check_scalar, describe
 from .tensor_train import DEFAULT_MAX_DENSE_ELEMENTS, TensorTrain
 from .truncation import TruncationReport
@@ -62,7 +62,7 @@ def _dims_pair(row_dims: object, col_dims: object) -> tuple[tuple[int, ...], tup
     return rows, check_dims("col_dims", col_dims, len(rows))
 
 
-class TTMatrix:
+class TTMatrix(CoreChain):
     """A matrix in TT format: cores ``G_k`` of shape ``(r_{k-1}, m_k, n_k, r_k)``, ``r_0 = r_d = 1``.
 
     Parameters
@@ -190,33 +190,6 @@ class TTMatrix:
     def shape(self) -> tuple[int, int]:
         """Shape of the dense matrix, ``(prod m_k, prod n_k)``."""
         return math.prod(self.row_dims), math.prod(self.col_dims)
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        """TT ranks ``(r_0, ..., r_d)`` including ``r_0 = r_d = 1``."""
-        return (1, *(int(c.shape[3]) for c in self._cores))
-
-    @property
-    def order(self) -> int:
-        """Number of sites ``d``."""
-        return len(self._cores)
-
-    @property
-    def num_params(self) -> int:
-        """Total number of stored entries, ``sum_k r_{k-1} m_k n_k r_k``."""
-        return sum(c.numel() for c in self._cores)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._cores[0].dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self._cores[0].device
-
-    @property
-    def requires_grad(self) -> bool:
-        return any(c.requires_grad for c in self._cores)
 
     def __len__(self) -> int:
         return self.order

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._chain import CoreChain
 from ._errors import check_mode, check_scalar
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def _validate_cores(cores: Sequence[torch.Tensor]) -> None:
         raise ValueError(f"cores[{len(cores) - 1}]: boundary rank r_d must be 1, got shape {tuple(cores[-1].shape)}")
 
 
-class TensorTrain:
+class TensorTrain(CoreChain):
     """A tensor in TT format: a list of cores ``G_k`` of shape ``(r_{k-1}, n_k, r_k)``.
 
     Parameters
@@ -201,43 +202,16 @@ class TensorTrain:
         return tuple(int(c.shape[1]) for c in self._cores)
 
     @property
-    def ranks(self) -> tuple[int, ...]:
-        """TT ranks ``(r_0, ..., r_d)`` including the boundary ranks ``r_0 = r_d = 1``."""
-        return (1, *(int(c.shape[2]) for c in self._cores))
-
-    @property
     def bond_dims(self) -> tuple[int, ...]:
         """Interior ranks ``(r_1, ..., r_{d-1})``."""
         return self.ranks[1:-1]
 
-    @property
-    def order(self) -> int:
-        """Number of modes ``d``."""
-        return len(self._cores)
-
-    ndim = order
-
-    @property
-    def num_params(self) -> int:
-        """Total number of stored entries, ``sum_k r_{k-1} n_k r_k``."""
-        return sum(c.numel() for c in self._cores)
+    ndim = CoreChain.order
 
     @property
     def numel_dense(self) -> int:
         """Number of entries of the dense tensor, ``prod_k n_k``."""
         return math.prod(self.shape)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._cores[0].dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self._cores[0].device
-
-    @property
-    def requires_grad(self) -> bool:
-        return any(c.requires_grad for c in self._cores)
 
     def __len__(self) -> int:
         return self.order
