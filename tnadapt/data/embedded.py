@@ -98,6 +98,14 @@ def _hash01(*parts: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def _shuffled_dataset(items: list[tuple[str, int, str]], names: tuple[str, ...], name: str) -> TextDataset:
+    """A dataset of ``(text, label, group)`` items in a fixed hash order of their texts (classes interleaved)."""
+    items = sorted(items, key=lambda item: _hash01("order", item[0]))
+    return TextDataset(
+        [t for t, _, _ in items], [y for _, y, _ in items], names, groups=[g for _, _, g in items], name=name
+    )
+
+
 def _build_polarity(rows: tuple[tuple[str, str, str], ...]) -> TextDataset:
     names = ("rotten", "fresh")
     seen: dict[str, int] = {}
@@ -134,14 +142,7 @@ def _build_subjectivity(rows: tuple[tuple[str, str, str], ...]) -> TextDataset:
     reviews = {t: m for t, m in reviews.items() if t not in objective}
     chosen = sorted(reviews, key=lambda t: _hash01("rt-subjectivity", t))[: len(objective)]
     items = [(t, 0, m) for t, m in objective.items()] + [(t, 1, reviews[t]) for t in chosen]
-    items.sort(key=lambda item: _hash01("order", item[0]))
-    return TextDataset(
-        [t for t, _, _ in items],
-        [y for _, y, _ in items],
-        names,
-        groups=[m for _, _, m in items],
-        name="rt-subjectivity",
-    )
+    return _shuffled_dataset(items, names, "rt-subjectivity")
 
 
 def _word_order_shuffle(text: str) -> str:
@@ -187,14 +188,7 @@ def _build_word_order(rows: tuple[tuple[str, str, str], ...]) -> TextDataset:
             for pair in items[k : k + 2]
             if items[k][0] not in bad and items[k + 1][0] not in bad
         ]
-    items.sort(key=lambda item: _hash01("order", item[0]))
-    return TextDataset(
-        [t for t, _, _ in items],
-        [y for _, y, _ in items],
-        names,
-        groups=[m for _, _, m in items],
-        name="rt-word-order",
-    )
+    return _shuffled_dataset(items, names, "rt-word-order")
 
 
 def _build_same_plot(rows: tuple[tuple[str, str, str], ...]) -> TextDataset:
@@ -279,14 +273,7 @@ def _build_debate_party(rows: tuple[tuple[str, str, str], ...]) -> TextDataset:
         for y, members in enumerate(by_class)
         for sentence, segment in sorted(members, key=lambda m: _hash01("debate-party", m[0]))[:size]
     ]
-    items.sort(key=lambda item: _hash01("order", item[0]))
-    return TextDataset(
-        [t for t, _, _ in items],
-        [y for _, y, _ in items],
-        names,
-        groups=[g for _, _, g in items],
-        name="debate-party",
-    )
+    return _shuffled_dataset(items, names, "debate-party")
 
 
 @dataclass(frozen=True)
