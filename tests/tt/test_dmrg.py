@@ -160,3 +160,24 @@ def test_one_and_two_site_operators(dims: tuple[int, ...]) -> None:
     rep = dmrg_eigsh(H, k=2, tol=1e-12)
     for got, want in zip(rep.energies, exact(H, 2)):
         assert abs(got - want) <= 1e-10
+
+
+@pytest.mark.parametrize("dims", [(5, 1, 5), (1, 5, 1, 5), (5, 1, 1, 5, 1)])
+def test_size_one_sites_do_not_stall_the_sweep(dims: tuple[int, ...]) -> None:
+    # A size-1 site caps a two-site block's new bond at the rank on its other side: (5, 1, 5) needs rank 5 at
+    # both bonds; from a rank-4 start (init_rank) the sweep stalled and reported convergence at energy errors
+    # 4.5e-5 (ground state) and 4.6e-2 (second state) before the size-1 sites were folded away.
+    n = math.prod(dims)
+    m = torch.randn(n, n, generator=torch.Generator().manual_seed(n), dtype=F64)
+    H = TTMatrix.from_dense(m + m.mT, dims, dims)
+    rep = dmrg_eigsh(H, k=2, tol=1e-12, init_rank=4)
+    assert rep.converged
+    for got, want in zip(rep.energies, exact(H, 2)):
+        assert abs(got - want) <= 1e-10
+    for state, sweeps in zip(rep.states, rep.sweeps):
+        assert state.shape == dims and abs(float(state.norm()) - 1) <= 1e-10
+        assert sweeps[-1].ranks == state.ranks and all(len(s.ranks) == len(dims) + 1 for s in sweeps)
+        c = state.center
+        assert c is not None and dims[c] > 1
+        assert all(state.is_right_orthonormal(k) for k in range(c + 1, len(dims)))
+        assert all(state.is_left_orthonormal(k) for k in range(c))

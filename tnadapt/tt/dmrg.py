@@ -23,10 +23,13 @@ stop when the energy changes by at most ``tol · max(1, |E|)`` between two sweep
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -36,6 +39,7 @@ from ._errors import check_int_rank, check_positive_float, describe
 from ._krylov import lanczos_lowest
 from ._numerics import stable_norm
 from ._threads import factorization_threads
+from ._unit_sites import UnitSites
 from .canonical import orthogonalize_unchecked
 from .matrix import TTMatrix
 from .tensor_train import TensorTrain
@@ -77,7 +81,7 @@ class EigshReport:
 
     @property
     def state(self) -> TensorTrain:
-        """The lowest state (unit norm, right-canonical with centre 0)."""
+        """The lowest state (unit norm, right-canonical; its centre, ``state.center``, is its first site of size > 1)."""
         return self.states[0]
 
 
@@ -159,6 +163,22 @@ def _lowest(
     return theta, vec.reshape(shape)
 
 
+def _without_unit_sites(eigsh: Callable[..., EigshReport]) -> Callable[..., EigshReport]:
+    """Run ``eigsh`` with ``H``'s size-1 sites folded away, then put them back (see :mod:`._unit_sites`)."""
+
+    @functools.wraps(eigsh)
+    def wrapper(H: TTMatrix, *, x0: TensorTrain | None = None, **kwargs: Any) -> EigshReport:
+        units = UnitSites.of(H, x0=x0)
+        if units is None:
+            return eigsh(H, x0=x0, **kwargs)
+        rep = eigsh(units.operator(H), x0=units.train(x0), **kwargs)
+        sweeps = tuple(tuple(replace(s, ranks=units.ranks(s.ranks)) for s in state) for state in rep.sweeps)
+        return replace(rep, states=tuple(units.unfold(x) for x in rep.states), sweeps=sweeps)
+
+    return wrapper
+
+
+@_without_unit_sites
 def dmrg_eigsh(
     H: TTMatrix,
     *,

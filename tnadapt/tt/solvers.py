@@ -51,6 +51,7 @@ from ._errors import check_int_rank, check_positive_float, describe
 from ._krylov import conjugate_gradient
 from ._numerics import stable_norm
 from ._threads import factorization_threads
+from ._unit_sites import UnitSites
 from .canonical import orthogonalize_unchecked, right_qr_step
 from .matrix import TTMatrix
 from .tensor_train import TensorTrain
@@ -266,90 +267,17 @@ def _initial(A: TTMatrix, x0: TensorTrain | None, rank: int, seed: int) -> Tenso
     return x.to(A.device)
 
 
-def _unit_sites(A: TTMatrix) -> list[int]:
-    """Sites whose row and column sizes are both 1 (their cores are plain matrices over the bonds)."""
-    return [k for k, (m, n) in enumerate(zip(A.row_dims, A.col_dims)) if m == 1 and n == 1]
-
-
-def _fold_units(cores: Sequence[torch.Tensor], units: Sequence[int]) -> list[torch.Tensor]:
-    """Multiply every unit site's core (its middle legs have size 1) into its nearest kept neighbour.
-
-    Leading unit sites go into the first kept core's left bond, the others into the right bond
-    of the kept core before them.  The represented tensor is unchanged up to the dropped size-1
-    axes.  Cores of any number of middle legs (trains and TT-matrices).
-    """
-    unit = set(units)
-    kept: list[torch.Tensor] = []
-    pending: torch.Tensor | None = None  # product of the leading unit sites' bond matrices
-    for k, core in enumerate(cores):
-        if k in unit:
-            mat = core.reshape(core.shape[0], core.shape[-1])
-            if kept:
-                last = kept[-1]
-                kept[-1] = (last.reshape(-1, last.shape[-1]) @ mat).reshape(*last.shape[:-1], mat.shape[1])
-            else:
-                pending = mat if pending is None else pending @ mat
-            continue
-        if pending is not None:
-            core = (pending @ core.reshape(core.shape[0], -1)).reshape(pending.shape[0], *core.shape[1:])
-            pending = None
-        kept.append(core)
-    return kept
-
-
-def _unfold_ranks(ranks: Sequence[int], units: set[int], order: int) -> tuple[int, ...]:
-    """The ranks of the full train: a unit site repeats the bond on its left."""
-    full, j = [1], 0
-    for k in range(order):
-        if k in units:
-            full.append(full[-1])
-        else:
-            j += 1
-            full.append(int(ranks[j]))
-    return tuple(full)
-
-
-def _unfold_units(x: TensorTrain, units: set[int], order: int) -> TensorTrain:
-    """Re-insert identity cores ``(r, 1, r)`` at the unit sites folded away by :func:`_fold_units`."""
-    reduced = iter(x.cores)
-    cores: list[torch.Tensor] = []
-    for k in range(order):
-        if k in units:
-            r = cores[-1].shape[2] if cores else 1
-            cores.append(torch.eye(r, dtype=x.dtype, device=x.device).reshape(r, 1, r))
-        else:
-            cores.append(next(reduced))
-    return TensorTrain(cores)
-
-
 def _without_unit_sites(solve: Callable[..., SolveReport]) -> Callable[..., SolveReport]:
-    """Run ``solve`` on the system with its size-1 sites folded away, then put them back.
-
-    A site with row and column size 1 blocks rank growth: a two-site block (or an AMEn
-    enrichment) at such a site cannot raise its bonds above the rank on the other side, so a
-    sweep could stall below the solution's rank.  Folding the site's bond matrix into a
-    neighbour is exact (``A' x' = b'`` holds iff ``A x = b`` with ``x`` = ``x'`` plus identity
-    cores), so the solvers sweep only over sites of size >= 2.  Invalid input is passed
-    through unchanged, so the solver's own checks name it.
-    """
+    """Run ``solve`` with the system's size-1 sites folded away, then put them back (see :mod:`._unit_sites`)."""
 
     @functools.wraps(solve)
     def wrapper(A: TTMatrix, b: TensorTrain, *, x0: TensorTrain | None = None, **kwargs: Any) -> SolveReport:
-        units = _unit_sites(A) if isinstance(A, TTMatrix) else []
-        valid = isinstance(b, TensorTrain) and b.shape == tuple(A.row_dims) if units else False
-        if x0 is not None:
-            valid = valid and isinstance(x0, TensorTrain) and x0.shape == tuple(A.col_dims)
-        if not valid or len(units) == A.order:
+        units = UnitSites.of(A, b=b, x0=x0)
+        if units is None:
             return solve(A, b, x0=x0, **kwargs)
-        rep = solve(
-            TTMatrix(_fold_units(A.cores, units)),
-            TensorTrain(_fold_units(b.cores, units)),
-            x0=None if x0 is None else TensorTrain(_fold_units(x0.cores, units)),
-            **kwargs,
-        )
-        unit = set(units)
-        sweeps = tuple(replace(s, ranks=_unfold_ranks(s.ranks, unit, A.order)) for s in rep.sweeps)
-        return replace(rep, x=_unfold_units(rep.x, unit, A.order), sweeps=sweeps)
+        rep = solve(units.operator(A), units.train(b), x0=units.train(x0), **kwargs)
+        sweeps = tuple(replace(s, ranks=units.ranks(s.ranks)) for s in rep.sweeps)
+        return replace(rep, x=units.unfold(rep.x), sweeps=sweeps)
 
     return wrapper
 
