@@ -22,7 +22,16 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-__all__ = ["FINETUNE_DEFAULTS", "build_parser", "finetune_values", "main", "parse_dmrg", "saved_flags"]
+__all__ = [
+    "FINETUNE_DEFAULTS",
+    "build_parser",
+    "finetune_values",
+    "format_core_lr_scale",
+    "main",
+    "parse_core_lr_scale",
+    "parse_dmrg",
+    "saved_flags",
+]
 
 
 DESCRIPTION = """\
@@ -69,6 +78,44 @@ def parse_dmrg(text: str) -> dict[int, int]:
     return out
 
 
+def parse_core_lr_scale(text: str) -> dict[str, float]:
+    """``"in=4,out=0.5"`` -> ``{"in": 4.0, "out": 0.5}``: the ``in`` core trains at 4 × ``--lr``, ``out`` at half.
+
+    >>> parse_core_lr_scale("in=4, out=0.5")
+    {'in': 4.0, 'out': 0.5}
+    """
+    import math
+
+    from tnadapt.finetune import UserError
+
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, factor = part.strip().partition("=")
+        name = name.strip()
+        try:
+            value = float(factor)
+        except ValueError:
+            value = float("nan")
+        if not sep or not name or not math.isfinite(value) or value <= 0:
+            raise UserError(
+                f"--core-lr-scale: expected CORE=FACTOR[,CORE=FACTOR...] with factors > 0 such as in=4,out=0.5, "
+                f"got {text!r}"
+            )
+        if name in out:
+            raise UserError(f"--core-lr-scale: core {name!r} is given twice in {text!r}")
+        out[name] = value
+    return out
+
+
+def format_core_lr_scale(scales: dict[str, float]) -> str | None:
+    """Inverse of :func:`parse_core_lr_scale` (``None`` for no factors), exact for every float.
+
+    >>> format_core_lr_scale({"in": 4.0, "out": 0.5})
+    'in=4.0,out=0.5'
+    """
+    return ",".join(f"{k}={float(v)!r}" for k, v in scales.items()) or None
+
+
 # ---------------------------------------------------------------------- commands
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tnadapt.finetune.demo import run_demo
@@ -99,6 +146,7 @@ FINETUNE_DEFAULTS: dict[str, object] = {
     "targets": None,
     "init": None,
     "dmrg": None,
+    "core_lr_scale": None,
     "train_head": True,
     "epochs": 3,
     "lr": None,
@@ -131,6 +179,7 @@ def saved_flags(record: dict[str, Any]) -> dict[str, object]:
         "batch_size": train.get("batch_size"),
         "seed": train.get("seed"),
         "dmrg": ",".join(f"{e}:{r}" for e, r in (train.get("dmrg") or {}).items()) or None,
+        "core_lr_scale": format_core_lr_scale(train.get("core_lr_scale") or {}),
         "precision": train.get("precision", "fp32"),
     }
     if data and all(isinstance(d, dict) and d.get("dataset") for d in data):
@@ -138,7 +187,9 @@ def saved_flags(record: dict[str, Any]) -> dict[str, object]:
     elif data and all(isinstance(d, dict) for d in data):
         flags.update(train=[d.get("train") for d in data], valid=[d.get("valid") for d in data])
         flags.update({k: data[0].get(k) for k in ("text_col", "pair_col", "label_col")})
-    return {k: v for k, v in flags.items() if v is not None or k in ("pair_col", "targets", "init", "dmrg")}
+    return {
+        k: v for k, v in flags.items() if v is not None or k in ("pair_col", "targets", "init", "dmrg", "core_lr_scale")
+    }
 
 
 def finetune_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -192,6 +243,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             batch_size=v["batch_size"],
             seed=v["seed"],
             dmrg=parse_dmrg(v["dmrg"]) if v["dmrg"] else {},
+            core_lr_scale=parse_core_lr_scale(v["core_lr_scale"]) if v["core_lr_scale"] else {},
             progress=not args.no_progress,
             device=v["device"],
             precision=v["precision"],
@@ -364,6 +416,13 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--init", help="MetaTT core init, e.g. ze-id-id-id (default: the paper's)")
     a.add_argument(
         "--dmrg", metavar="SCHEDULE", help="rank schedule EPOCH:RANK,... e.g. 1:12,2:8 (MetaTT only; default: none)"
+    )
+    a.add_argument(
+        "--core-lr-scale",
+        metavar="CORE=FACTOR,...",
+        help="per-core learning rates: the named TT cores train at FACTOR x --lr, e.g. in=4,out=0.5 "
+        "(core names: in, layer, matrix, out; head for metatt-5d, task for metatt-4+1d, layer_matrix for lotr; "
+        "MetaTT only; default: none)",
     )
     head = a.add_mutually_exclusive_group()
     head.add_argument("--train-head", dest="train_head", action="store_true", help="train the head(s) (default)")

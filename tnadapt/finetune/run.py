@@ -196,6 +196,10 @@ class RunConfig:
         out = dataclasses.asdict(self)
         out["method"] = self.method.to_dict()
         out["train"].pop("progress", None)
+        # settings added after run_config.json existed are recorded only when used: a run without them records
+        # (and resumes) exactly as before
+        if not out["train"].get("core_lr_scale"):
+            out["train"].pop("core_lr_scale", None)
         out["train"]["device"] = self.device.type
         return out
 

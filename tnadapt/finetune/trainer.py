@@ -54,6 +54,10 @@ class TrainSettings:
     device: str = "auto"
     #: ``fp32``, ``bf16`` or ``fp16`` (autocast; ``fp16`` with a loss scaler).
     precision: str = "fp32"
+    #: Per-core learning-rate factors ``{core name: factor}`` (``--core-lr-scale in=4,out=0.5``): the TT cores named
+    #: here train at ``lr * factor`` (:func:`tnadapt.optim.core_param_groups`), everything else at ``lr``; the
+    #: warm-up/decay schedule scales every group alike.  Empty (default): one group, as without the flag.
+    core_lr_scale: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -65,6 +69,17 @@ class TrainSettings:
         late = [k for k in self.dmrg if not 1 <= k <= self.epochs]
         if late:
             raise UserError(f"--dmrg: epoch {late[0]} is outside 1..{self.epochs} (--epochs {self.epochs})")
+        if not isinstance(self.core_lr_scale, dict):
+            raise UserError(
+                f"--core-lr-scale: expected CORE=FACTOR[,...] such as in=4,out=0.5, got {self.core_lr_scale!r}"
+            )
+        for name, factor in self.core_lr_scale.items():
+            ok = not isinstance(factor, bool) and isinstance(factor, (int, float)) and math.isfinite(factor)
+            if not isinstance(name, str) or not name or not ok or factor <= 0:
+                raise UserError(
+                    f"--core-lr-scale: expected a core name and a finite factor > 0 (e.g. in=4), got {name}={factor!r}"
+                )
+        self.core_lr_scale = {str(k): float(v) for k, v in self.core_lr_scale.items()}
 
 
 @dataclass
@@ -230,6 +245,25 @@ def _light_batch(data: Encoded, rows: list[int]) -> dict[str, torch.Tensor]:
     }
 
 
+def _check_core_names(attached: Attached, scales: dict[str, float]) -> None:
+    """``--core-lr-scale`` needs tensor-train cores, and names that are theirs."""
+    from ..optim.param_groups import core_names_of
+
+    adapters = attached.tt_adapters()
+    if not adapters:
+        raise UserError(
+            f"--core-lr-scale: per-core learning rates need a MetaTT adapter (tensor-train cores), "
+            f"not --adapter {attached.spec.method}"
+        )
+    valid = list(dict.fromkeys(n for a in adapters for n in core_names_of(a)))
+    unknown = [k for k in scales if k not in valid]
+    if unknown:
+        raise UserError(
+            f"--core-lr-scale: unknown core {unknown[0]!r} for --adapter {attached.spec.method}; "
+            f"its cores are {', '.join(valid)}"
+        )
+
+
 def _linear_warmup_decay(total: int, warmup: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if warmup and step < warmup:
@@ -297,6 +331,8 @@ class Trainer:
                     raise UserError(f"{flag}: every example is a single token; a language model needs two or more")
         if settings.dmrg and not attached.tt_adapters():
             raise UserError(f"--dmrg: rank schedules need a MetaTT adapter, not --adapter {attached.spec.method}")
+        if settings.core_lr_scale:
+            _check_core_names(attached, settings.core_lr_scale)
         self.device = resolve_device(settings.device)
         check_precision(settings.precision, self.device)
         self.attached = attached
@@ -314,7 +350,18 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _build_optim(self) -> tuple[torch.optim.Optimizer, Any, Any]:
         params = [p for _, p in self.attached.trainable()]
-        opt = torch.optim.AdamW(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        groups: Any = params
+        if self.settings.core_lr_scale:
+            from ..optim import core_param_groups
+
+            groups = core_param_groups(
+                self.attached.tt_adapters(),  # type: ignore[arg-type]  # TTAdapterLike: GlobalTTAdapter modules
+                self.settings.lr,
+                self.settings.core_lr_scale,
+                weight_decay=self.settings.weight_decay,
+                params=params,
+            )
+        opt = torch.optim.AdamW(groups, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
         steps = self.settings.epochs * self._batches_per_epoch()
         warmup = round(self.settings.warmup_ratio * steps)
         lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_warmup_decay(steps, warmup))
@@ -411,7 +458,8 @@ class Trainer:
                 lr_sched.step()
                 total_loss += float(loss.detach()) * weight  # LM: per token, classification: per example
                 seen += weight
-            lr_now = float(lr_sched.get_last_lr()[0])
+            # the base learning rate (with --core-lr-scale the first group may be a scaled one)
+            lr_now = float(lr_sched.get_last_lr()[0]) / float(opt.param_groups[0].get("lr_scale", 1.0))
             sweep = None
             if rank_sched is not None:
                 records = rank_sched.step()

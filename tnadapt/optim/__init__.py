@@ -2,7 +2,8 @@
 
 :class:`DMRGRankScheduler` wraps any torch optimizer and applies a rank schedule
 (:mod:`~tnadapt.optim.schedules`) to TT adapters with MetaTT's two-site sweep, resetting
-only the adapters' optimizer state.  :mod:`~tnadapt.optim.checkpoint` saves/loads the
+only the adapters' optimizer state; :func:`core_param_groups` gives chosen TT cores their own
+learning rate in any optimizer.  :mod:`~tnadapt.optim.checkpoint` saves/loads the
 optimizer and scheduler without pickle, :mod:`~tnadapt.optim.distributed` keeps DDP/FSDP2
 ranks in sync, and :mod:`tnadapt.optim.hf` (imported on demand) plugs the scheduler into
 the Hugging Face ``Trainer``.  See ``docs/rank_adaptive.md``.
@@ -14,6 +15,7 @@ the Hugging Face ``Trainer``.  See ``docs/rank_adaptive.md``.
 
 from .checkpoint import load_training_state, save_training_state, training_state_files
 from .distributed import TTCoreSync, prepare_distributed, rewrap_ddp
+from .param_groups import core_param_groups
 from .records import SweepRecord
 from .scheduler import DMRGRankScheduler, NonFiniteCoresError, RankClippedWarning, TTAdapterLike
 from .schedules import (
@@ -42,6 +44,7 @@ __all__ = [
     "TTCoreSync",
     "ToleranceSchedule",
     "as_schedule",
+    "core_param_groups",
     "load_training_state",
     "prepare_distributed",
     "reset_state",
