@@ -147,6 +147,8 @@ FINETUNE_DEFAULTS: dict[str, object] = {
     "init": None,
     "dmrg": None,
     "core_lr_scale": None,
+    "gauge_every": None,
+    "gauge_center": None,
     "train_head": True,
     "epochs": 3,
     "lr": None,
@@ -180,6 +182,8 @@ def saved_flags(record: dict[str, Any]) -> dict[str, object]:
         "seed": train.get("seed"),
         "dmrg": ",".join(f"{e}:{r}" for e, r in (train.get("dmrg") or {}).items()) or None,
         "core_lr_scale": format_core_lr_scale(train.get("core_lr_scale") or {}),
+        "gauge_every": train.get("gauge_every"),
+        "gauge_center": train.get("gauge_center"),
         "precision": train.get("precision", "fp32"),
     }
     if data and all(isinstance(d, dict) and d.get("dataset") for d in data):
@@ -188,7 +192,9 @@ def saved_flags(record: dict[str, Any]) -> dict[str, object]:
         flags.update(train=[d.get("train") for d in data], valid=[d.get("valid") for d in data])
         flags.update({k: data[0].get(k) for k in ("text_col", "pair_col", "label_col")})
     return {
-        k: v for k, v in flags.items() if v is not None or k in ("pair_col", "targets", "init", "dmrg", "core_lr_scale")
+        k: v
+        for k, v in flags.items()
+        if v is not None or k in ("pair_col", "targets", "init", "dmrg", "core_lr_scale", "gauge_every", "gauge_center")
     }
 
 
@@ -244,6 +250,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             seed=v["seed"],
             dmrg=parse_dmrg(v["dmrg"]) if v["dmrg"] else {},
             core_lr_scale=parse_core_lr_scale(v["core_lr_scale"]) if v["core_lr_scale"] else {},
+            gauge_every=v["gauge_every"],
+            gauge_center=v["gauge_center"],
             progress=not args.no_progress,
             device=v["device"],
             precision=v["precision"],
@@ -364,6 +372,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _core_ref(text: str) -> int | str:
+    """``--gauge-center``: an integer core index (``-1``: the last core) or a core name."""
+    stripped = text.strip()
+    if stripped.lstrip("-").isdigit() and stripped.count("-") <= 1:
+        return int(stripped)
+    if not stripped:
+        raise argparse.ArgumentTypeError("expected a core name such as in/out or a core index")
+    return stripped
+
+
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
     from tnadapt.data import EMBEDDED_DATASETS
     from tnadapt.finetune.device import DEVICES, PRECISIONS
@@ -423,6 +441,20 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         help="per-core learning rates: the named TT cores train at FACTOR x --lr, e.g. in=4,out=0.5 "
         "(core names: in, layer, matrix, out; head for metatt-5d, task for metatt-4+1d, layer_matrix for lotr; "
         "MetaTT only; default: none)",
+    )
+    a.add_argument(
+        "--gauge-every",
+        type=_positive_int,
+        metavar="N",
+        help="gauge fix every N optimizer steps: a constant-rank sweep moving the TT's orthogonality centre to "
+        "--gauge-center (ΔW unchanged, the cores' AdamW state reset) (MetaTT only; default: none)",
+    )
+    a.add_argument(
+        "--gauge-center",
+        type=_core_ref,
+        metavar="NAME_OR_INDEX",
+        help="the core the gauge fixes centre on: a core name (in, layer, matrix, out, ...) or an index, "
+        "negative from the end (default: in)",
     )
     head = a.add_mutually_exclusive_group()
     head.add_argument("--train-head", dest="train_head", action="store_true", help="train the head(s) (default)")

@@ -200,6 +200,9 @@ class RunConfig:
         # (and resumes) exactly as before
         if not out["train"].get("core_lr_scale"):
             out["train"].pop("core_lr_scale", None)
+        if out["train"].get("gauge_every") is None:
+            out["train"].pop("gauge_every", None)
+            out["train"].pop("gauge_center", None)
         out["train"]["device"] = self.device.type
         return out
 

@@ -58,6 +58,15 @@ class TrainSettings:
     #: here train at ``lr * factor`` (:func:`tnadapt.optim.core_param_groups`), everything else at ``lr``; the
     #: warm-up/decay schedule scales every group alike.  Empty (default): one group, as without the flag.
     core_lr_scale: dict[str, float] = field(default_factory=dict)
+    #: Gauge fix every N optimizer steps (``--gauge-every``): a constant-rank sweep moving the TT's orthogonality
+    #: centre to :attr:`gauge_center` (``ΔW`` kept to round-off, the cores' optimizer state reset) by a second
+    #: :class:`~tnadapt.optim.DMRGRankScheduler` (unit ``"step"``, :class:`~tnadapt.optim.GaugeSchedule`) stepped
+    #: after each ``optimizer.step()``, beside the epoch-unit ``dmrg`` schedule.  ``None`` (default): none.
+    gauge_every: int | None = None
+    #: The core the gauge fixes centre on (``--gauge-center``): a core name (``in``, ``layer``, ..., ``out``) or an
+    #: index (negative from the end).  ``None`` (default): the first core, ``in`` — the one the paper's init
+    #: (``ze-id-id-id``) starts at zero, so the norm of ``ΔW`` sits where the init puts it.
+    gauge_center: int | str | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -80,6 +89,14 @@ class TrainSettings:
                     f"--core-lr-scale: expected a core name and a finite factor > 0 (e.g. in=4), got {name}={factor!r}"
                 )
         self.core_lr_scale = {str(k): float(v) for k, v in self.core_lr_scale.items()}
+        if self.gauge_every is not None:
+            check_int("--gauge-every", self.gauge_every)
+        center = self.gauge_center
+        if center is not None:
+            if self.gauge_every is None:
+                raise UserError("--gauge-center: only applies with --gauge-every N (gauge fixes every N steps)")
+            if isinstance(center, bool) or not isinstance(center, (int, str)) or center == "":
+                raise UserError(f"--gauge-center: expected a core name such as in/out or a core index, got {center!r}")
 
 
 @dataclass
@@ -98,6 +115,8 @@ class EpochRecord:
     #: ``--task lm``: the token-mean validation loss and its perplexity (``valid_acc`` is the next-token accuracy).
     valid_loss: float | None = None
     valid_ppl: float | None = None
+    #: ``--gauge-every``: ``{"fixes": gauge fixes this epoch, "max_relative_error": largest measured ΔW change}``.
+    gauge: dict[str, Any] | None = None
 
 
 def _progress(items: Iterable[Any], *, enabled: bool, desc: str, total: int) -> Iterator[Any]:
@@ -264,6 +283,26 @@ def _check_core_names(attached: Attached, scales: dict[str, float]) -> None:
         )
 
 
+def _gauge_center(settings: TrainSettings) -> int | str:
+    return "in" if settings.gauge_center is None else settings.gauge_center
+
+
+def _check_gauge(attached: Attached, settings: TrainSettings) -> None:
+    """``--gauge-every`` needs tensor-train cores, and ``--gauge-center`` must name one of them."""
+    from ..optim.scheduler import resolve_center
+
+    adapters = attached.tt_adapters()
+    if not adapters:
+        raise UserError(
+            f"--gauge-every: gauge fixes need a MetaTT adapter (tensor-train cores), not --adapter {attached.spec.method}"
+        )
+    for adapter in adapters:
+        try:
+            resolve_center(_gauge_center(settings), adapter, f"--adapter {attached.spec.method}")
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"--gauge-center: {str(exc).split(': ', 1)[-1]}") from None
+
+
 def _linear_warmup_decay(total: int, warmup: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if warmup and step < warmup:
@@ -333,6 +372,8 @@ class Trainer:
             raise UserError(f"--dmrg: rank schedules need a MetaTT adapter, not --adapter {attached.spec.method}")
         if settings.core_lr_scale:
             _check_core_names(attached, settings.core_lr_scale)
+        if settings.gauge_every is not None:
+            _check_gauge(attached, settings)
         self.device = resolve_device(settings.device)
         check_precision(settings.precision, self.device)
         self.attached = attached
@@ -372,6 +413,16 @@ class Trainer:
             rank_sched = DMRGRankScheduler(opt, self.attached.tt_adapters(), dict(self.settings.dmrg), unit="epoch")
         return opt, lr_sched, rank_sched
 
+    def _build_gauge(self, opt: torch.optim.Optimizer) -> Any:
+        """The step-unit scheduler of the gauge fixes (``None`` without ``gauge_every``)."""
+        s = self.settings
+        if s.gauge_every is None:
+            return None
+        from ..optim import DMRGRankScheduler, GaugeSchedule
+
+        schedule = GaugeSchedule(s.gauge_every, center=_gauge_center(s))
+        return DMRGRankScheduler(opt, self.attached.tt_adapters(), schedule, unit="step")
+
     def _batches_per_epoch(self) -> int:
         return math.ceil(len(self.train_data) / self.settings.batch_size)
 
@@ -406,11 +457,17 @@ class Trainer:
                 self.attached.restore(ckpt / "adapter")  # saved on the CPU; cores a truncation rebuilt included
             self.model.to(self.device)
         opt, lr_sched, rank_sched = self._build_optim()
+        gauge_sched = self._build_gauge(opt)
         scaler = grad_scaler(self.device, s.precision)
         if ckpt is not None:
             with _unreadable_checkpoint(ckpt):
                 extra = load_training_state(ckpt, opt, scheduler=rank_sched, lr_scheduler=lr_sched)
                 self.history, done = _resumed_history(extra, ckpt)
+                if gauge_sched is not None:
+                    state = extra.get("gauge_scheduler") if isinstance(extra, dict) else None
+                    if not isinstance(state, dict):
+                        raise ValueError(f"{ckpt}: the training state holds no gauge scheduler state")
+                    gauge_sched.load_state_dict(state)
                 if scaler.is_enabled() and isinstance(extra, dict) and isinstance(extra.get("grad_scaler"), dict):
                     scaler.load_state_dict(extra["grad_scaler"])
             start = done + 1
@@ -425,6 +482,7 @@ class Trainer:
             self.model.eval()  # frozen encoder: dropout off (deterministic, and much cheaper on CPU)
             batches = make_batches(self.train_data.lengths, s.batch_size, shuffle=True, seed=s.seed * 100_003 + epoch)
             total_loss, seen = 0.0, 0
+            fixes: list[Any] = []
             desc = f"epoch {epoch}/{s.epochs}"
             bar = _progress(batches, enabled=s.progress, desc=desc, total=len(batches))
             for rows in bar:
@@ -456,6 +514,8 @@ class Trainer:
                 scaler.step(opt)  # a plain opt.step() unless fp16 (then skipped on inf/nan gradients)
                 scaler.update()
                 lr_sched.step()
+                if gauge_sched is not None:
+                    fixes.extend(gauge_sched.step())  # after the optimizer step: the next one sees the new gauge
                 total_loss += float(loss.detach()) * weight  # LM: per token, classification: per example
                 seen += weight
             # the base learning rate (with --core-lr-scale the first group may be a scaled one)
@@ -505,11 +565,17 @@ class Trainer:
                 sweep=sweep,
                 valid_loss=valid_loss,
                 valid_ppl=None if valid_loss is None else perplexity(valid_loss),
+                gauge=None
+                if gauge_sched is None
+                else {
+                    "fixes": len({r.t for r in fixes}),
+                    "max_relative_error": max((r.relative_error for r in fixes), default=0.0),
+                },
             )
             self.history.append(record)
             self.log(self._summary(record))
             if self.out is not None:
-                self._checkpoint(epoch, opt, lr_sched, rank_sched, scaler)
+                self._checkpoint(epoch, opt, lr_sched, rank_sched, scaler, gauge_sched)
         return self.history
 
     def _summary(self, r: EpochRecord) -> str:
@@ -522,6 +588,8 @@ class Trainer:
             before = max(max(x[1:-1]) for x in r.sweep["ranks_before"])
             after = max(max(x[1:-1]) for x in r.sweep["ranks_after"])
             sweep = f" | DMRG sweep rank {before}->{after}"
+        if r.gauge:
+            sweep += f" | gauge fixes {r.gauge['fixes']}"
         if r.valid_ppl is not None:
             return (
                 f"epoch {r.epoch}/{s.epochs} | train loss {r.train_loss:.4f} | valid ppl {r.valid_ppl:.2f}"
@@ -533,11 +601,15 @@ class Trainer:
             f" | adapter params {r.adapter_params:,d}{sweep} | {r.seconds:.1f}s"
         )
 
-    def _checkpoint(self, epoch: int, opt: Any, lr_sched: Any, rank_sched: Any, scaler: Any) -> None:
+    def _checkpoint(
+        self, epoch: int, opt: Any, lr_sched: Any, rank_sched: Any, scaler: Any, gauge_sched: Any = None
+    ) -> None:
         from ..optim import training_state_files
 
         assert self.out is not None
         extra: dict[str, Any] = {"epoch": epoch, "history": [asdict(r) for r in self.history]}
+        if gauge_sched is not None:
+            extra["gauge_scheduler"] = gauge_sched.state_dict()  # JSON: step counter, records, schedule
         if scaler.is_enabled():
             extra["grad_scaler"] = scaler.state_dict()  # fp16: the loss scale and its growth tracker (JSON numbers)
         files = {f"adapter/{name}": data for name, data in self.attached.files().items()}

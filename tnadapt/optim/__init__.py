@@ -3,7 +3,8 @@
 :class:`DMRGRankScheduler` wraps any torch optimizer and applies a rank schedule
 (:mod:`~tnadapt.optim.schedules`) to TT adapters with MetaTT's two-site sweep, resetting
 only the adapters' optimizer state; :func:`core_param_groups` gives chosen TT cores their own
-learning rate in any optimizer.  :mod:`~tnadapt.optim.checkpoint` saves/loads the
+learning rate in any optimizer, and a :class:`GaugeSchedule` keeps the train in a canonical gauge
+during training (constant-rank sweeps).  :mod:`~tnadapt.optim.checkpoint` saves/loads the
 optimizer and scheduler without pickle, :mod:`~tnadapt.optim.distributed` keeps DDP/FSDP2
 ranks in sync, and :mod:`tnadapt.optim.hf` (imported on demand) plugs the scheduler into
 the Hugging Face ``Trainer``.  See ``docs/rank_adaptive.md``.
@@ -20,6 +21,8 @@ from .records import SweepRecord
 from .scheduler import DMRGRankScheduler, NonFiniteCoresError, RankClippedWarning, TTAdapterLike
 from .schedules import (
     ExplicitSchedule,
+    GaugeSchedule,
+    GaugeTarget,
     LinearSchedule,
     PowerLawSchedule,
     RankSchedule,
@@ -33,6 +36,8 @@ from .state import reset_state
 __all__ = [
     "DMRGRankScheduler",
     "ExplicitSchedule",
+    "GaugeSchedule",
+    "GaugeTarget",
     "LinearSchedule",
     "NonFiniteCoresError",
     "PowerLawSchedule",

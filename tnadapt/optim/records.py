@@ -52,7 +52,8 @@ class SweepRecord:
         Bonds whose requested rank exceeded what the bond supports and was clipped.
     applied:
         Whether the cores were written (``False`` when the ranks did not change: then the
-        parameters and the optimizer state are left untouched).
+        parameters and the optimizer state are left untouched; always ``True`` for a gauge fix,
+        whose ``target`` is ``{"center": k}``, see :attr:`is_gauge`).
     seconds:
         Wall time of the sweep computation.
     """
@@ -100,8 +101,18 @@ class SweepRecord:
         out["singular_values"] = tuple(tuple(float(s) for s in bond) for bond in out["singular_values"])
         return cls(**{k: out[k] for k in names})
 
+    @property
+    def is_gauge(self) -> bool:
+        """Whether this records a gauge fix (:class:`~tnadapt.optim.GaugeTarget`) rather than a rank sweep."""
+        return "center" in self.target
+
     def summary(self) -> str:
         """One log line."""
+        if self.is_gauge:
+            return (
+                f"gauge fix @ {self.unit} {self.t} on {self.name}: centre -> core {self.target['center']}, "
+                f"ranks {self.ranks_after} unchanged, rel. change {self.relative_error:.3e}"
+            )
         return (
             f"sweep @ {self.unit} {self.t} on {self.name}: ranks {self.ranks_before} -> {self.ranks_after}, "
             f"params {self.num_parameters_before} -> {self.num_parameters_after}, "

@@ -26,6 +26,17 @@ the optimizer state of the cores is reset.  The scheduler does this in place:
 Adapters whose ranks do not change at a milestone are left untouched (no write, no
 state reset; ``record.applied`` is ``False``).
 
+A **gauge fix** (:class:`~tnadapt.optim.GaugeTarget`, e.g. from a :class:`~tnadapt.optim.GaugeSchedule`)
+is the exception: it moves the orthogonality centre to one core at constant ranks
+(:func:`tnadapt.tt.orthogonalize`) and is **always applied** — the cores are rewritten, their
+optimizer state reset, and the record has ``applied=True``, ``ranks_before == ranks_after``, zero
+``discarded``, empty spectra and ``relative_error`` the *measured* ``||ΔW' - ΔW|| / ||ΔW||`` of
+what was written (in float64; round-off only; ``0.0`` when ``ΔW = 0``, e.g. at a zero-core init).
+A bond whose rank exceeds what its neighbours can carry (``r_k > r_{k-1} n_k`` or ``r_{k-1} > n_k r_k``,
+possible only with size-1 or tiny legs) is shrunk by the QR and padded back with exact zeros to keep the
+Parameters' shapes (``record.grown`` lists it); the cores next to it are then orthonormal on their
+non-zero block only.
+
 Rank requests above what a bond can hold (``min(n_1···n_k, n_{k+1}···n_d)``,
 :func:`tnadapt.tt.max_ranks`) are **clipped with a** :class:`RankClippedWarning`.
 
@@ -60,13 +71,14 @@ from torch import nn
 
 from ..nn.parameters import settle_parameter
 from ..nn.validation import RankClippedWarning, check_float, clip_ranks
-from ..tt import TensorTrain, dmrg_sweep, max_ranks, pad_ranks
+from ..tt import TensorTrain, dmrg_sweep, max_ranks, orthogonalize, pad_ranks
 from . import distributed as _dist
+from .param_groups import core_names_of
 from .records import SweepRecord
-from .schedules import ScheduleLike, SweepTarget, as_schedule
+from .schedules import GaugeSchedule, GaugeTarget, ScheduleLike, SweepTarget, Target, as_schedule
 from .state import StateInit, check_optimizer_holds, reset_state, unwrap_optimizer
 
-__all__ = ["DMRGRankScheduler", "NonFiniteCoresError", "RankClippedWarning", "TTAdapterLike"]
+__all__ = ["DMRGRankScheduler", "NonFiniteCoresError", "RankClippedWarning", "TTAdapterLike", "resolve_center"]
 
 logger = logging.getLogger("tnadapt.optim")
 
@@ -145,6 +157,27 @@ def _per_bond(name: str, spec: int | Sequence[int], bonds: int, who: str) -> lis
     if len(values) != bonds:
         raise ValueError(f"{name}: {who} has {bonds} bonds, got {len(values)} per-bond ranks {values}")
     return values
+
+
+def resolve_center(center: int | str, adapter: TTAdapterLike, name: str = "adapter") -> int:
+    """The core index ``[0, d)`` that a :class:`~tnadapt.optim.GaugeTarget` centre names in ``adapter``.
+
+    ``center`` is an index (negative from the end) or a core name (``adapter.core_names``; ``"0"``,
+    ``"1"``, ... for adapters without names).  ``ValueError`` names the valid choices.
+    """
+    names = core_names_of(adapter)
+    d = len(names)
+    if isinstance(center, str):
+        if center in names:
+            return names.index(center)
+        raise ValueError(
+            f"center: {name} has no core {center!r}; its cores are {list(names)} (or an index {-d}..{d - 1})"
+        )
+    if isinstance(center, bool) or not isinstance(center, int):
+        raise TypeError(f"center: expected a core index or a core name, got {type(center).__name__} {center!r}")
+    if not -d <= center < d:
+        raise ValueError(f"center: core index {center} is out of range for {name}, whose {d} cores are {list(names)}")
+    return center % d
 
 
 def _generator_state(gen: torch.Generator) -> str:
@@ -246,13 +279,20 @@ class DMRGRankScheduler:
     def _check_schedule_fits(self) -> None:
         """Per-bond lists of a schedule with known milestones must match every adapter's bond count.
 
-        Caught here rather than at the milestone, possibly hours into training.
+        Caught here rather than at the milestone, possibly hours into training; so is a gauge centre
+        that some adapter does not have.
         """
+        if isinstance(self.schedule, GaugeSchedule):
+            for name, adapter in zip(self.adapter_names, self.adapters):
+                resolve_center(self.schedule.center, adapter, name)
         for t in self.schedule.milestones:
             target = self.schedule(t)
             if target is None:
                 continue
             for name, adapter in zip(self.adapter_names, self.adapters):
+                if isinstance(target, GaugeTarget):
+                    resolve_center(target.center, adapter, name)
+                    continue
                 bonds = len(adapter.ranks) - 2
                 for key in ("ranks", "max_rank"):
                     spec = getattr(target, key)
@@ -315,10 +355,14 @@ class DMRGRankScheduler:
             return []
         return self.sweep(target)
 
-    def sweep(self, target: SweepTarget | int | Sequence[int]) -> list[SweepRecord]:
-        """Run a sweep now (outside the schedule), at the current counter ``t``."""
-        if not isinstance(target, SweepTarget):
+    def sweep(self, target: SweepTarget | GaugeTarget | int | Sequence[int]) -> list[SweepRecord]:
+        """Run a sweep (or, for a :class:`~tnadapt.optim.GaugeTarget`, a gauge fix) now, outside the schedule,
+        at the current counter ``t``."""
+        if not isinstance(target, (SweepTarget, GaugeTarget)):
             target = SweepTarget(ranks=target)  # type: ignore[arg-type]
+        if isinstance(target, GaugeTarget):
+            for name, adapter in zip(self.adapter_names, self.adapters):
+                resolve_center(target.center, adapter, name)  # before any collective or computation
         # Under prepare_distributed the sweep's collectives run on its dedicated group (with its timeout).
         sync = _dist.sync_for(self.adapters) if self.distributed is not False else None
         group = self.process_group if self.process_group is not None or sync is None else sync.group
@@ -350,7 +394,7 @@ class DMRGRankScheduler:
                     "or restore a checkpoint)"
                 )
 
-    def _compute(self, target: SweepTarget) -> tuple[list[SweepRecord], list[list[torch.Tensor] | None]]:
+    def _compute(self, target: Target) -> tuple[list[SweepRecord], list[list[torch.Tensor] | None]]:
         self._check_finite()
         records: list[SweepRecord] = []
         cores: list[list[torch.Tensor] | None] = []
@@ -361,8 +405,10 @@ class DMRGRankScheduler:
         return records, cores
 
     def _sweep_one(
-        self, index: int, name: str, adapter: TTAdapterLike, target: SweepTarget
+        self, index: int, name: str, adapter: TTAdapterLike, target: Target
     ) -> tuple[SweepRecord, list[torch.Tensor]]:
+        if isinstance(target, GaugeTarget):
+            return self._gauge_one(index, name, adapter, target)
         start = time.perf_counter()
         first = adapter.cores[0]
         x = TensorTrain([c.detach().to(self._work_dtype(first)) for c in adapter.cores])
@@ -417,8 +463,49 @@ class DMRGRankScheduler:
         )
         return record, list(y.cores)
 
+    def _gauge_one(
+        self, index: int, name: str, adapter: TTAdapterLike, target: GaugeTarget
+    ) -> tuple[SweepRecord, list[torch.Tensor]]:
+        """Move the orthogonality centre of ``adapter`` to ``target.center`` at constant ranks (see module doc)."""
+        start = time.perf_counter()
+        center = resolve_center(target.center, adapter, name)
+        first = adapter.cores[0]
+        x = TensorTrain([c.detach().to(self._work_dtype(first)) for c in adapter.cores])
+        y = orthogonalize(x, center)
+        grown: tuple[int, ...] = ()
+        if y.ranks != x.ranks:  # QR shrank a bond above r_{k-1} n_k (or n_k r_k): pad back with exact zeros
+            grown = tuple(k for k in range(x.order - 1) if y.ranks[k + 1] < x.ranks[k + 1])
+            y = pad_ranks(y, list(x.ranks[1:-1]), noise=0.0)
+        # measure what will be written (the parameters' dtype), in double precision
+        wide = torch.complex128 if first.dtype.is_complex else torch.float64
+        before = TensorTrain([c.detach().to(wide) for c in adapter.cores])
+        after = TensorTrain([c.to(first.dtype).to(wide) for c in y.cores])
+        norm = float(before.norm())
+        error = float((after - before).norm()) / norm if norm > 0 else 0.0
+        bonds = x.order - 1
+        record = SweepRecord(
+            t=self.t,
+            unit=self.unit,
+            adapter=index,
+            name=name,
+            target=GaugeTarget(center).to_dict(),
+            ranks_before=x.ranks,
+            ranks_after=y.ranks,
+            discarded=(0.0,) * bonds,
+            discarded_weight=(0.0,) * bonds,
+            relative_error=error,
+            singular_values=((),) * bonds,
+            num_parameters_before=x.num_params,
+            num_parameters_after=y.num_params,
+            grown=grown,
+            clipped=(),
+            applied=True,
+            seconds=time.perf_counter() - start,
+        )
+        return record, list(y.cores)
+
     def _compute_and_broadcast(
-        self, target: SweepTarget, rank: int, group: Any
+        self, target: Target, rank: int, group: Any
     ) -> tuple[list[SweepRecord], list[list[torch.Tensor] | None]]:
         device = self.adapters[0].cores[0].device
         sync = _dist.sync_for(self.adapters)

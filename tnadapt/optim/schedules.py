@@ -19,7 +19,10 @@ Schedules:
 * :class:`PowerLawSchedule` — MetaTT's ``r(i) = r_f + (r_0 - r_f)(1 - (i/N)^γ)`` at the
   ``N`` milestones ``at[0] < ... < at[N-1]`` (paper Appendix I.2);
 * :class:`LinearSchedule` — the power law with ``γ = 1``;
-* :class:`ToleranceSchedule` — the same tolerance target at every milestone.
+* :class:`ToleranceSchedule` — the same tolerance target at every milestone;
+* :class:`GaugeSchedule` — a **gauge fix** (:class:`GaugeTarget`) every ``every`` units: the
+  orthogonality centre is moved to one core at constant ranks (``ΔW`` unchanged up to
+  round-off), keeping the train in a canonical gauge during training.
 
 A plain ``dict`` is accepted wherever a schedule is expected (see :func:`as_schedule`).
 
@@ -42,6 +45,8 @@ from ..tt._errors import check_min_rank
 
 __all__ = [
     "ExplicitSchedule",
+    "GaugeSchedule",
+    "GaugeTarget",
     "LinearSchedule",
     "PowerLawSchedule",
     "RankSchedule",
@@ -142,6 +147,53 @@ class SweepTarget:
         return cls(**fields)
 
 
+def _center_spec(value: Any) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and not value):
+        raise TypeError(
+            f"center: expected a core index (int, negative from the end) or a core name such as 'in', got {value!r}"
+        )
+    return value if isinstance(value, str) else int(value)
+
+
+@dataclass(frozen=True)
+class GaugeTarget:
+    """A gauge fix: move the orthogonality centre to core ``center`` at **constant ranks**.
+
+    Every core left of the centre becomes left-orthonormal, every core right of it
+    right-orthonormal (thin QR sweeps, :func:`tnadapt.tt.orthogonalize`); the represented
+    ``ΔW`` is unchanged up to round-off, so nothing is truncated and no rank moves.
+    ``center`` is a core index (negative counts from the end) or, for adapters with
+    ``core_names``, a core name such as ``"in"`` or ``"out"``; the scheduler checks it
+    against every adapter.
+
+    >>> GaugeTarget("out").to_dict(), GaugeTarget.from_dict({"center": -1})
+    ({'center': 'out'}, GaugeTarget(center=-1))
+    """
+
+    center: int | str = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "center", _center_spec(self.center))
+
+    @property
+    def is_tolerance(self) -> bool:
+        """Always ``False`` (a gauge fix has no tolerance)."""
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        return {"center": self.center}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GaugeTarget:
+        """Inverse of :meth:`to_dict`."""
+        return cls(center=data["center"])
+
+
+#: What a schedule may return at a milestone.
+Target = SweepTarget | GaugeTarget
+
+
 def round_half_up(value: float) -> int:
     """Nearest integer, halves rounded up (``2.5 -> 3``), robust to float noise of 1e-9.
 
@@ -171,7 +223,7 @@ class RankSchedule:
 
     milestones: tuple[int, ...] = ()
 
-    def __call__(self, t: int) -> SweepTarget | None:
+    def __call__(self, t: int) -> Target | None:
         if t not in self._milestone_set:
             return None
         return self.target(t)
@@ -180,7 +232,7 @@ class RankSchedule:
     def _milestone_set(self) -> frozenset[int]:
         return frozenset(self.milestones)
 
-    def target(self, t: int) -> SweepTarget:
+    def target(self, t: int) -> Target:
         """The target at milestone ``t``."""
         raise TypeError(f"{type(self).__name__} must implement target(t)")
 
@@ -193,25 +245,29 @@ class RankSchedule:
 
 
 class ExplicitSchedule(RankSchedule):
-    """``{t: rank}`` with rank an int, a per-bond sequence, or a :class:`SweepTarget`.
+    """``{t: rank}`` with rank an int, a per-bond sequence, a :class:`SweepTarget` or a :class:`GaugeTarget`.
 
     >>> s = ExplicitSchedule({2: 8, 4: [6, 4, 6], 6: SweepTarget(cutoff=1e-4)})
     >>> s.milestones, s(4).ranks, s(6).cutoff, s(5)
     ((2, 4, 6), (6, 4, 6), 0.0001, None)
     """
 
-    def __init__(self, mapping: Mapping[int, int | Sequence[int] | SweepTarget]) -> None:
+    def __init__(self, mapping: Mapping[int, int | Sequence[int] | SweepTarget | GaugeTarget]) -> None:
         if not isinstance(mapping, Mapping) or not mapping:
             raise ValueError(f"mapping: expected a non-empty dict {{t: rank}}, got {mapping!r}")
-        targets: dict[int, SweepTarget] = {}
+        targets: dict[int, Target] = {}
         for t, spec in mapping.items():
             if isinstance(t, bool) or not isinstance(t, int) or t < 1:
                 raise ValueError(f"mapping: keys must be ints >= 1 (completed epochs/steps), got {t!r}")
-            targets[t] = spec if isinstance(spec, SweepTarget) else SweepTarget(ranks=_rank_spec(f"mapping[{t}]", spec))
+            targets[t] = (
+                spec
+                if isinstance(spec, (SweepTarget, GaugeTarget))
+                else SweepTarget(ranks=_rank_spec(f"mapping[{t}]", spec))
+            )
         self._targets = dict(sorted(targets.items()))
         self.milestones = tuple(self._targets)
 
-    def target(self, t: int) -> SweepTarget:
+    def target(self, t: int) -> Target:
         return self._targets[t]
 
 
@@ -303,19 +359,76 @@ class ToleranceSchedule(RankSchedule):
         return self._target
 
 
-ScheduleLike = RankSchedule | Mapping[int, int | Sequence[int] | SweepTarget] | Callable[[int], SweepTarget | None]
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    return int(value)
+
+
+class GaugeSchedule(RankSchedule):
+    """A gauge fix (:class:`GaugeTarget`) at ``t = start, start + every, start + 2 every, ...`` — without end.
+
+    ``start`` defaults to ``every``.  With ``unit="step"`` the train is put back into the
+    canonical gauge with centre ``center`` every ``every`` optimizer steps; ranks never
+    change and ``ΔW`` is kept to round-off, but the cores' values (and so the gradients the
+    optimizer sees next) do, and their optimizer state is reset.  The milestones are
+    unbounded, so :attr:`milestones` is empty (like a callable schedule's);
+    :meth:`describe` gives the parameters instead.
+
+    >>> s = GaugeSchedule(every=3, center="out")
+    >>> [t for t in range(1, 11) if s(t) is not None], s(3)
+    ([3, 6, 9], GaugeTarget(center='out'))
+    >>> [t for t in range(1, 11) if GaugeSchedule(4, start=2)(t)]
+    [2, 6, 10]
+    >>> GaugeSchedule(2).describe()
+    {'type': 'GaugeSchedule', 'every': 2, 'start': 2, 'center': 0}
+    """
+
+    def __init__(self, every: int, center: int | str = 0, start: int | None = None) -> None:
+        self.every = _positive("every", every)
+        self.start = self.every if start is None else _positive("start", start)
+        self._target = GaugeTarget(center)
+        self.milestones = ()
+
+    @property
+    def center(self) -> int | str:
+        """The requested centre (index or core name)."""
+        return self._target.center
+
+    def __call__(self, t: int) -> GaugeTarget | None:
+        if t < self.start or (t - self.start) % self.every:
+            return None
+        return self._target
+
+    def target(self, t: int) -> GaugeTarget:
+        return self._target
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "GaugeSchedule", "every": self.every, "start": self.start, "center": self.center}
+
+    def __repr__(self) -> str:
+        return f"GaugeSchedule(every={self.every}, center={self.center!r}, start={self.start})"
+
+
+ScheduleLike = (
+    RankSchedule
+    | Mapping[int, int | Sequence[int] | SweepTarget | GaugeTarget]
+    | Callable[[int], SweepTarget | GaugeTarget | None]
+)
 
 
 class _CallableSchedule(RankSchedule):
     """Wraps any ``f(t) -> SweepTarget | None`` (no milestones known in advance)."""
 
-    def __init__(self, fn: Callable[[int], SweepTarget | None]) -> None:
+    def __init__(self, fn: Callable[[int], Target | None]) -> None:
         self._fn = fn
 
-    def __call__(self, t: int) -> SweepTarget | None:
+    def __call__(self, t: int) -> Target | None:
         out = self._fn(t)
-        if out is not None and not isinstance(out, SweepTarget):
-            raise TypeError(f"schedule({t}): expected a SweepTarget or None, got {type(out).__name__} {out!r}")
+        if out is not None and not isinstance(out, (SweepTarget, GaugeTarget)):
+            raise TypeError(
+                f"schedule({t}): expected a SweepTarget, a GaugeTarget or None, got {type(out).__name__} {out!r}"
+            )
         return out
 
     def describe(self) -> dict[str, Any]:
