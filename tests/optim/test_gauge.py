@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+from distributed_helpers import run_workers
 from hypothesis import given
 from hypothesis import strategies as st
 from optim_helpers import TinyNet, generator, regression_data, train_steps
@@ -23,6 +26,7 @@ from tnadapt.optim import (
     as_schedule,
     core_param_groups,
     load_training_state,
+    rewrap_ddp,
     save_training_state,
 )
 from tnadapt.tt import TensorTrain
@@ -241,3 +245,44 @@ def test_bad_input_is_refused_at_construction() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         DMRGRankScheduler(opt, a, GaugeSchedule(5, center=-3), unit="step")  # -3 is the first core: fine
+
+
+def _ddp_worker(rank: int, world: int, out_dir: str) -> None:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    net = TinyNet(rank=4, seed=0)
+    model = DDP(net)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    sched = DMRGRankScheduler(opt, net, GaugeSchedule(2, center="out"), unit="step")
+    x, y = regression_data(n=16, seed=10 + rank)
+    for step in range(4):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if rank == 1 and step == 0:  # a diverged replica: the fix (computed on rank 0, broadcast) undoes it
+            with torch.no_grad():
+                net.adapter.cores[1].add_(1e-4)
+        if sched.step():
+            model = rewrap_ddp(model)
+    flat = torch.cat([c.detach().reshape(-1) for c in net.adapter.cores])
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    Path(out_dir, f"rank{rank}.json").write_text(
+        json.dumps(
+            {
+                "identical": all(torch.equal(g, gathered[0]) for g in gathered),
+                "history": [{k: v for k, v in r.to_dict().items() if k != "seconds"} for r in sched.history],
+                "canonical": _canonical_around(net.adapter.tt().detach(), 3),
+            }
+        )
+    )
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built into this torch")
+def test_gauge_fixes_under_ddp_give_identical_canonical_cores(tmp_path) -> None:
+    run_workers(_ddp_worker, str(tmp_path))
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(r["identical"] and r["canonical"] for r in results)
+    assert results[0]["history"] == results[1]["history"]
+    assert [h["t"] for h in results[0]["history"]] == [2, 4]
