@@ -1,6 +1,11 @@
 """The training loop: AdamW with linear warm-up/decay, optional DMRG rank schedule, per-epoch evaluation,
 one-line epoch summaries, progress bars and resumable checkpoints.
 
+Two optional training levers for TT adapters: per-core learning rates (``core_lr_scale``: one AdamW param group
+per factor, :func:`tnadapt.optim.core_param_groups`) and gauge fixes every ``gauge_every`` optimizer steps (a
+second, step-unit :class:`~tnadapt.optim.DMRGRankScheduler` with a :class:`~tnadapt.optim.GaugeSchedule`, its
+state checkpointed beside the rank scheduler's).
+
 The frozen encoder runs in eval mode (no dropout) throughout: only the adapter and the head
 train, and each epoch's data order is seeded from ``(seed, epoch)``, so a run resumed from the
 checkpoint of epoch ``k`` continues exactly like the uninterrupted run.
