@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -65,6 +66,10 @@ class Config:
     lr: float | None = None
     #: MetaTT rank schedule ``{epoch: rank}`` (DMRG sweeps after those epochs; optimiser moments reset).
     dmrg: tuple[tuple[int, int], ...] = ()
+    #: Per-core learning-rate factors ``((core name, factor), ...)`` (``--core-lr-scale``).
+    core_lr: tuple[tuple[str, float], ...] = ()
+    #: Gauge fix ``(every N optimiser steps, centre core)`` (``--gauge-every``, ``--gauge-center``).
+    gauge: tuple[int, str] | None = None
 
 
 FRONTIER = (
@@ -99,6 +104,36 @@ OTHER_LEVERS = (
     Config("MetaTT-4D r=8 all-linear lr 5e-3", "metatt-4d", "metatt", rank=8, alpha=2.0, targets=ALL_LINEAR, lr=5e-3),
     # Rank growth (DMRG up): start at rank 4, grow every bond to 8 after epoch 1.
     Config("MetaTT-4D r=4->8 (DMRG up)", "metatt-4d", "metatt", rank=4, alpha=2.0, dmrg=((1, 8),)),
+    # Per-core learning rates.  The zero-initialised input core is MetaTT's LoRA ``B``: LoRA+ (Hayou et al. 2024)
+    # gives that factor a larger rate than the other; here the other cores get 1/4 of the swept rate.
+    Config(
+        "MetaTT-4D r=8 lr x1/4 off the input core",
+        "metatt-4d",
+        "metatt",
+        rank=8,
+        alpha=2.0,
+        core_lr=(("layer", 0.25), ("matrix", 0.25), ("out", 0.25)),
+    ),
+    # The small layer and matrix cores (r x r per slice, identity at init) move 10x faster.
+    Config(
+        "MetaTT-4D r=8 lr x10 layer/matrix cores",
+        "metatt-4d",
+        "metatt",
+        rank=8,
+        alpha=2.0,
+        core_lr=(("layer", 10.0), ("matrix", 10.0)),
+    ),
+    # The output core (eye(r, D) at init) nearly frozen.
+    Config("MetaTT-4D r=8 lr x1/10 output core", "metatt-4d", "metatt", rank=8, alpha=2.0, core_lr=(("out", 0.1),)),
+    # A canonical gauge kept during training: a constant-rank orthogonalisation every N optimiser steps (optimiser
+    # moments of the cores reset), the norm gathered in the input core or in the output core.
+    Config(
+        "MetaTT-4D r=8 gauge every 16 steps (centre in)", "metatt-4d", "metatt", rank=8, alpha=2.0, gauge=(16, "in")
+    ),
+    Config("MetaTT-4D r=8 gauge every 4 steps (centre in)", "metatt-4d", "metatt", rank=8, alpha=2.0, gauge=(4, "in")),
+    Config(
+        "MetaTT-4D r=8 gauge every 16 steps (centre out)", "metatt-4d", "metatt", rank=8, alpha=2.0, gauge=(16, "out")
+    ),
 )
 
 #: The representative of each family in the sweep, and the rates tried.
@@ -131,7 +166,15 @@ def config_for(
             seed=seed,
         ),
         train=TrainSettings(
-            epochs=args.epochs, lr=lr, batch_size=args.batch_size, seed=seed, dmrg=dict(cfg.dmrg), progress=False
+            epochs=args.epochs,
+            lr=lr,
+            batch_size=args.batch_size,
+            seed=seed,
+            dmrg=dict(cfg.dmrg),
+            core_lr_scale=dict(cfg.core_lr),
+            gauge_every=cfg.gauge[0] if cfg.gauge else None,
+            gauge_center=cfg.gauge[1] if cfg.gauge else None,
+            progress=False,
         ),
         train_size=args.train_size,
         valid_size=args.valid_size,
@@ -149,6 +192,10 @@ def run_id(record: Mapping[str, Any]) -> str:
     fields += [record["train_size"], record["valid_size"], record["max_length"]]
     if t.get("dmrg"):  # a rank schedule makes another run (runs without one keep their ids)
         fields.append(sorted((int(k), int(v)) for k, v in t["dmrg"].items()))
+    if t.get("core_lr_scale"):  # so do per-core rates
+        fields.append(["core_lr_scale", sorted(t["core_lr_scale"].items())])
+    if t.get("gauge_every"):  # and gauge fixes
+        fields.append(["gauge", t["gauge_every"], t.get("gauge_center")])
     return json.dumps(fields)
 
 
@@ -167,12 +214,37 @@ def _rates(rows: Sequence[Mapping[str, Any]], name: str, lr: float) -> list[floa
     ]
 
 
-def chosen_rates(sweep_rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def sweep_grid(overrides: Sequence[str] = ()) -> dict[str, tuple[str, tuple[float, ...]]]:
+    """:data:`SWEEP` with the rates of some families replaced: ``["lora=5e-4,1e-3,2e-3", ...]`` (``--sweep-rates``;
+    the rates that suit 48 optimiser steps do not suit 564).
+
+    >>> sweep_grid(["lora=5e-4,1e-3"])["lora"]
+    ('LoRA r=8', (0.0005, 0.001))
+    """
+    grid = dict(SWEEP)
+    for item in overrides:
+        family, sep, text = item.partition("=")
+        if not sep or family not in grid:
+            raise UserError(f"--sweep-rates: expected FAMILY=R1,R2,... with FAMILY one of {sorted(grid)}, got {item!r}")
+        try:
+            rates = tuple(sorted(float(v) for v in text.split(",")))
+        except ValueError:
+            raise UserError(f"--sweep-rates: {item!r}: the rates must be numbers") from None
+        if not rates or any(not 0 < r < 1 for r in rates):
+            raise UserError(f"--sweep-rates: {item!r}: expected rates in (0, 1)")
+        grid[family] = (grid[family][0], rates)
+    return grid
+
+
+def chosen_rates(
+    sweep_rows: Sequence[Mapping[str, Any]], grid: Mapping[str, tuple[str, tuple[float, ...]]] | None = None
+) -> dict[str, float]:
     """Family -> the swept rate with the best mean final accuracy over the tuning tasks (ties: the smaller rate).
 
-    A family whose sweep is incomplete (some task/rate pair missing) gets no rate."""
+    ``grid``: the rates swept (default :data:`SWEEP`).  A family whose sweep is incomplete (some task/rate pair
+    missing) gets no rate."""
     out: dict[str, float] = {}
-    for family, (name, rates) in SWEEP.items():
+    for family, (name, rates) in (grid or SWEEP).items():
         means = {lr: statistics.mean(a) for lr in rates if len(a := _rates(sweep_rows, name, lr)) == len(TUNING_TASKS)}
         if len(means) == len(rates):
             out[family] = max(sorted(means), key=lambda lr: means[lr])
@@ -199,7 +271,16 @@ def chosen_alpha(rows: Sequence[Mapping[str, Any]], rates: Mapping[str, float]) 
 def _alpha(args: argparse.Namespace, out: Path) -> float | None:
     if args.metatt_alpha != "auto":
         return float(args.metatt_alpha)
-    return chosen_alpha(_all_rows(out), chosen_rates(load_results(out / "sweep.jsonl")))
+    return chosen_alpha(_all_rows(out), chosen_rates(load_results(out / "sweep.jsonl"), _grid(args, out)))
+
+
+def _grid(args: argparse.Namespace, out: Path) -> dict[str, tuple[str, tuple[float, ...]]]:
+    """The swept rates: ``--sweep-rates`` when given, else those the sweep of ``out`` was run with, else SWEEP."""
+    if args.sweep_rates is not None:
+        return sweep_grid(args.sweep_rates)
+    recorded = out / "sweep_settings.json"
+    saved = json.loads(recorded.read_text()).get("sweep_rates") if recorded.is_file() else None
+    return sweep_grid(saved or ())
 
 
 def _rate(cfg: Config, rates: Mapping[str, float]) -> float:
@@ -211,11 +292,16 @@ def _rate(cfg: Config, rates: Mapping[str, float]) -> float:
 
 
 def jobs(
-    phase: str, args: argparse.Namespace, rates: Mapping[str, float], alpha: float | None
+    phase: str,
+    args: argparse.Namespace,
+    rates: Mapping[str, float],
+    alpha: float | None,
+    grid: Mapping[str, tuple[str, tuple[float, ...]]] | None = None,
 ) -> Iterator[tuple[dict[str, Any], RunConfig]]:
-    """The runs of ``phase`` (seeds outermost, so every configuration gets seed 0 before any gets seed 1)."""
+    """The runs of ``phase`` (seeds outermost, so every configuration gets seed 0 before any gets seed 1);
+    ``grid``: the rates the sweep tries (default :data:`SWEEP`)."""
     if phase == "sweep":
-        for name, lrs in SWEEP.values():
+        for name, lrs in (grid or SWEEP).values():
             if not _matches(name, args.match):
                 continue
             for task in TUNING_TASKS:
@@ -262,13 +348,18 @@ def _runs_of(
     out = []
     for r in rows:
         m = r["config"]["method"]
-        schedule = tuple(sorted((int(k), int(v)) for k, v in r["config"]["train"].get("dmrg", {}).items()))
-        same = (m["method"], m["rank"], tuple(m["targets"] or ()), m["init"], schedule) == (
+        train = r["config"]["train"]
+        schedule = tuple(sorted((int(k), int(v)) for k, v in train.get("dmrg", {}).items()))
+        core_lr = tuple(sorted((str(k), float(v)) for k, v in (train.get("core_lr_scale") or {}).items()))
+        gauge = (train["gauge_every"], train.get("gauge_center")) if train.get("gauge_every") else None
+        same = (m["method"], m["rank"], tuple(m["targets"] or ()), m["init"], schedule, core_lr, gauge) == (
             cfg.method,
             cfg.rank,
             tuple(cfg.targets or ()),
             cfg.init,
             tuple(sorted(cfg.dmrg)),
+            tuple(sorted(cfg.core_lr)),
+            cfg.gauge,
         )
         default_alpha = MethodSpec(method=cfg.method, rank=cfg.rank).resolved_alpha
         if same and float(r["lr"]) == lr and float(m["alpha"]) == (want if want is not None else default_alpha):
@@ -276,13 +367,14 @@ def _runs_of(
     return out
 
 
-def summary(out: Path, alpha: float | None) -> str:
+def summary(out: Path, alpha: float | None, grid: Mapping[str, tuple[str, tuple[float, ...]]] | None = None) -> str:
     """The Markdown tables: the sweep, then accuracy (final epoch, mean ± sd over seeds) per task and config."""
     sweep = load_results(out / "sweep.jsonl")
-    rates = chosen_rates(sweep)
+    grid = grid or SWEEP
+    rates = chosen_rates(sweep, grid)
     lines = ["### Learning-rate sweep (seed 0, final valid acc)", ""]
     lines += ["| family (run) | lr | " + " | ".join(TUNING_TASKS) + " | mean |", "|---" * (len(TUNING_TASKS) + 3) + "|"]
-    for family, (name, lrs) in SWEEP.items():
+    for family, (name, lrs) in grid.items():
         for lr in lrs:
             found = {
                 r["task"]: r["final_valid_acc"]
@@ -327,14 +419,72 @@ def summary(out: Path, alpha: float | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(out: Path, png: Path, alpha: float | None) -> Path:
+def _steps(config: Mapping[str, Any]) -> int:
+    """Optimiser steps of a run: epochs x batches per epoch (a task smaller than --train-size gives fewer)."""
+    from tnadapt.data import load_embedded
+
+    train = config["train"]
+    size = len(load_embedded(config["data"][0]["dataset"], "train"))
+    n = min(size, config["train_size"]) if config["train_size"] else size
+    return int(train["epochs"]) * math.ceil(n / int(train["batch_size"]))
+
+
+def fit_power_law(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """``(c, p)`` of the least-squares line ``log lr = log c - p log steps`` through ``(steps, lr)`` points.
+
+    >>> c, p = fit_power_law([(48, 1e-2), (480, 1e-3)])
+    >>> round(p, 6), round(c * 48 ** -p, 9)
+    (1.0, 0.01)
+    """
+    xs = [math.log(s) for s, _ in points]
+    ys = [math.log(lr) for _, lr in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return math.exp(my - slope * mx), -slope
+
+
+def rate_study(dirs: Sequence[Path]) -> str:
+    """The best swept rate of each family against the number of optimiser steps, over the sweeps in ``dirs``
+    (one run length each), and the power law ``lr = c * steps^-p`` fitted through the best rates."""
+    lines = ["| family | train examples | optimiser steps | lr: mean final acc over the tuning tasks | best |"]
+    lines.append("|---|---|---|---|---|")
+    best: dict[str, list[tuple[int, float]]] = {}
+    for d in dirs:
+        rows = [r for r in load_results(d / "sweep.jsonl") if r["task"] in TUNING_TASKS]
+        for family, (name, _) in SWEEP.items():
+            mine = [r for r in rows if r["name"] == name]
+            by_lr: dict[float, list[float]] = {}
+            for r in mine:
+                by_lr.setdefault(float(r["lr"]), []).append(r["final_valid_acc"])
+            means = {lr: statistics.mean(a) for lr, a in sorted(by_lr.items()) if len(a) == len(TUNING_TASKS)}
+            if not means:
+                continue
+            top = max(sorted(means), key=lambda lr: means[lr])
+            steps = _steps(mine[0]["config"])
+            best.setdefault(family, []).append((steps, top))
+            cells = ", ".join(f"{lr:g}: {m:.3f}" for lr, m in means.items())
+            edge = " (edge of the grid)" if top in (min(means), max(means)) else ""
+            lines.append(f"| {family} | {mine[0]['config']['train_size']} | {steps} | {cells} | {top:g}{edge} |")
+    lines += ["", "| family | fit lr = c * steps^-p | p | lr at 48 / 192 / 564 steps |", "|---|---|---|---|"]
+    for family, points in best.items():
+        if len({s for s, _ in points}) < 2:
+            continue
+        c, p = fit_power_law(points)
+        at = " / ".join(f"{c * s**-p:.2g}" for s in (48, 192, 564))
+        lines.append(f"| {family} | {c:.3g} * steps^-{p:.2f} | {p:.2f} | {at} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(
+    out: Path, png: Path, alpha: float | None, grid: Mapping[str, tuple[str, tuple[float, ...]]] | None = None
+) -> Path:
     """Accuracy (mean ± sd over seeds) vs trainable adapter parameters (log scale), one panel per task."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    rates = chosen_rates(load_results(out / "sweep.jsonl"))
+    rates = chosen_rates(load_results(out / "sweep.jsonl"), grid)
     rows = _all_rows(out)
     tasks = [t for t in (*TUNING_TASKS, HELD_OUT_TASK) if any(r["task"] == t for r in rows)]
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.6 * max(1, len(tasks)), 4.0), squeeze=False)
@@ -390,8 +540,22 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="only configurations whose name contains one of these (=NAME: exactly NAME)",
     )
+    p.add_argument(
+        "--sweep-rates",
+        nargs="*",
+        default=None,
+        metavar="FAMILY=R1,R2",
+        help="the rates the sweep tries for these families (default: SWEEP's, or those OUT's sweep was run with)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the cores are shared)")
     p.add_argument("--summary", action="store_true", help="print the tables")
+    p.add_argument(
+        "--rate-study",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="print the best swept rate per family against the run length, over the sweeps in these OUT dirs",
+    )
     p.add_argument("--plot", default=None, metavar="PNG", help="write the frontier plot")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -399,27 +563,32 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    grid = _grid(args, out)
     for phase in args.phases:
-        rates = chosen_rates(load_results(out / "sweep.jsonl"))
+        rates = chosen_rates(load_results(out / "sweep.jsonl"), grid)
         alpha = _alpha(args, out)
         if phase != "sweep":
             print(f"{phase}: learning rates {rates}, MetaTT alpha {alpha}", flush=True)
         settings = {k: v for k, v in vars(args).items() if k not in ("out", "summary", "plot", "phases", "match")}
+        settings["sweep_rates"] = [f"{f}={','.join(f'{r:g}' for r in lrs)}" for f, (_, lrs) in grid.items()]
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{phase}_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
         elsewhere = {_row_key(r) for r in _all_rows(out) if r["phase"] != phase}
         run_pending(
-            jobs(phase, args, rates, alpha),
+            jobs(phase, args, rates, alpha, grid),
             out / f"{phase}.jsonl",
             _row_key,
             done=elsewhere,
             log=lambda m: print(m, flush=True),
         )
+    if args.rate_study:
+        print(rate_study([Path(d) for d in args.rate_study]))
+        return 0
     alpha = _alpha(args, out)
     if args.summary or not args.phases:
-        print(summary(out, alpha))
+        print(summary(out, alpha, grid))
     if args.plot:
-        print(f"wrote {plot(out, Path(args.plot), alpha)}")
+        print(f"wrote {plot(out, Path(args.plot), alpha, grid)}")
     return 0
 
 
