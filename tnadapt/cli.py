@@ -124,8 +124,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_LR = {"head": 1e-2, "tera": 1e-2}
-
 #: The defaults of ``finetune``'s run-defining flags.  The parser leaves a flag that was not given out of the
 #: namespace, so that ``--resume`` can fill it from the saved run instead (only what differs needs repeating).
 FINETUNE_DEFAULTS: dict[str, object] = {
@@ -245,7 +243,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         ),
         train=TrainSettings(
             epochs=v["epochs"],
-            lr=v["lr"] if v["lr"] is not None else DEFAULT_LR.get(adapter, 5e-3),
+            lr=v["lr"],  # None: the run-length rule (tnadapt.finetune.lr_rule), resolved once the data is loaded
             batch_size=v["batch_size"],
             seed=v["seed"],
             dmrg=parse_dmrg(v["dmrg"]) if v["dmrg"] else {},
@@ -461,7 +459,11 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     head.add_argument("--freeze-head", dest="train_head", action="store_false", help="keep the head(s) at their init")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=_positive_int, help=f"passes over the training data (default: {d['epochs']})")
-    t.add_argument("--lr", type=_positive_float, help="AdamW learning rate (default: 5e-3; 1e-2 for tera and head)")
+    t.add_argument(
+        "--lr",
+        type=_positive_float,
+        help="AdamW learning rate (default: a rule in the run's optimiser steps, see docs/cli.md)",
+    )
     t.add_argument("--batch-size", type=_positive_int, help=f"examples per step (default: {d['batch_size']})")
     t.add_argument(
         "--seed", type=int, help=f"seed of the adapter init and the batch order, 0..2**32-1 (default: {d['seed']})"

@@ -65,10 +65,10 @@ def test_core_lr_scale_is_recorded_and_holds_its_ratios_through_the_schedule(lr_
     assert config["train"]["core_lr_scale"] == {"in": 4.0, "out": 0.5}
     groups = _optimizer_groups(lr_run / "checkpoints" / "epoch-001")
     assert [(g["name"], g["lr_scale"]) for g in groups] == [("base", 1.0), ("cores:in", 4.0), ("cores:out", 0.5)]
-    base = groups[0]["lr"]
-    assert 0 < base < 5e-3  # mid-decay after epoch 1 of 2
+    base, lr = groups[0]["lr"], config["train"]["lr"]
+    assert 0 < base < lr  # mid-decay after epoch 1 of 2
     assert groups[1]["lr"] == pytest.approx(4 * base, rel=1e-12) and groups[2]["lr"] == pytest.approx(base / 2)
-    assert [g["initial_lr"] for g in groups] == pytest.approx([5e-3, 2e-2, 2.5e-3])
+    assert [g["initial_lr"] for g in groups] == pytest.approx([lr, 4 * lr, lr / 2])
     history = read_json(lr_run / "metrics.json")["history"]
     assert history[0]["lr"] == pytest.approx(base, rel=1e-12)  # the logged lr is the base one
 

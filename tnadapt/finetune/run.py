@@ -23,6 +23,7 @@ from .batching import Encoded, encode, encode_lm
 from .checkpoint import RUN_CONFIG, check_run_config, checkpoint_dir, latest_checkpoint, read_run_config, write_json
 from .device import check_precision, resolve_device
 from .errors import UserError, check_int
+from .lr_rule import LM_LR, default_lr, optimiser_steps
 from .methods import Attached, MethodSpec, attach
 from .model import EMBEDDED_MODEL, CausalLM, TextClassifier, check_max_length, load_causal_lm, load_encoder
 from .trainer import EpochRecord, Trainer, TrainSettings
@@ -321,6 +322,9 @@ def run(
     in ``out``: its ``run_config.json`` must match ``config``, data files included (by content, SHA-256).
     """
     start = time.perf_counter()
+    if config.train.lr is None:
+        config = with_default_lr(config)
+        log(f"learning rate {config.train.lr:.3g}: the run-length rule of --adapter {config.method.method} (no --lr)")
     out_path = None if out is None else Path(out)
     record = config.record() if out_path is not None else config.to_dict()
     if out_path is not None:
@@ -361,6 +365,24 @@ def run(
 
                 plot_runs([result.to_dict()], out_path / PLOT)
     return result
+
+
+def with_default_lr(config: RunConfig) -> RunConfig:
+    """``config`` with ``train.lr`` set when it is ``None``: the run-length rule of its method
+    (:func:`tnadapt.finetune.lr_rule.default_lr`) for the optimiser steps its training data makes (every task's
+    training examples, after ``train_size``); ``--task lm`` gets :data:`~tnadapt.finetune.lr_rule.LM_LR`.
+
+    A given rate is kept (the same object is returned)."""
+    if config.train.lr is not None:
+        return config
+    if config.task == "lm":
+        lr = LM_LR
+    else:
+        examples = sum(
+            len(load_task(d, config.train_size, config.valid_size, config.data_seed)[0]) for d in config.data
+        )
+        lr = default_lr(config.method.method, optimiser_steps(examples, config.train.batch_size, config.train.epochs))
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, lr=lr))
 
 
 def _build(config: RunConfig, log: Callable[[str], None]) -> tuple[Attached, Encoded, Encoded, dict[str, Any]]:

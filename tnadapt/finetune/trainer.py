@@ -35,6 +35,7 @@ from .batching import IGNORE_INDEX, Encoded, collate, lm_labels, make_batches
 from .checkpoint import latest_checkpoint, write_checkpoint
 from .device import autocast, check_precision, grad_scaler, resolve_device
 from .errors import MAX_SEED, UserError, check_int
+from .lr_rule import default_lr, optimiser_steps
 from .methods import Attached
 from .model import CausalLM, TextClassifier
 
@@ -46,7 +47,10 @@ class TrainSettings:
     """Optimisation settings (the paper's: AdamW, linear schedule, warm-up ratio 0.06)."""
 
     epochs: int = 3
-    lr: float = 1e-3
+    #: AdamW learning rate; ``None`` (default): the run-length rule of the method family,
+    #: :func:`tnadapt.finetune.lr_rule.default_lr` (resolved by :func:`~tnadapt.finetune.run.run` or the
+    #: :class:`Trainer` from the number of optimiser steps).
+    lr: float | None = None
     batch_size: int = 32
     eval_batch_size: int = 64
     weight_decay: float = 0.0
@@ -77,7 +81,8 @@ class TrainSettings:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             check_int(f"--{name.replace('_', '-')}", getattr(self, name))
         check_int("--seed", self.seed, minimum=0, maximum=MAX_SEED)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        ok = self.lr is None or (not isinstance(self.lr, bool) and isinstance(self.lr, (int, float)))
+        if not ok or (self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr))):
             raise UserError(f"--lr: expected a positive number, got {self.lr!r}")
         self.dmrg = {int(k): int(v) for k, v in self.dmrg.items()}
         late = [k for k in self.dmrg if not 1 <= k <= self.epochs]
@@ -381,6 +386,9 @@ class Trainer:
             _check_gauge(attached, settings)
         self.device = resolve_device(settings.device)
         check_precision(settings.precision, self.device)
+        if settings.lr is None:  # the run-length rule (run() resolves it earlier, so that run_config.json has it)
+            steps = optimiser_steps(len(train), settings.batch_size, settings.epochs)
+            settings.lr = default_lr(attached.spec.method, steps, task="lm" if self.lm else "classification")
         self.attached = attached
         self.model: Any = attached.model.to(self.device)
         self.train_data = train
@@ -395,6 +403,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _build_optim(self) -> tuple[torch.optim.Optimizer, Any, Any]:
+        lr = self.settings.lr
+        assert lr is not None  # resolved in __init__
         params = [p for _, p in self.attached.trainable()]
         groups: Any = params
         if self.settings.core_lr_scale:
@@ -402,12 +412,12 @@ class Trainer:
 
             groups = core_param_groups(
                 self.attached.tt_adapters(),  # type: ignore[arg-type]  # TTAdapterLike: GlobalTTAdapter modules
-                self.settings.lr,
+                lr,
                 self.settings.core_lr_scale,
                 weight_decay=self.settings.weight_decay,
                 params=params,
             )
-        opt = torch.optim.AdamW(groups, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.settings.weight_decay)
         steps = self.settings.epochs * self._batches_per_epoch()
         warmup = round(self.settings.warmup_ratio * steps)
         lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_warmup_decay(steps, warmup))
