@@ -55,9 +55,18 @@ def _data(n: int = 16):
 
 
 def _script(
-    out: Path, schedule, unit: str, epochs: int, resume: str | None = None, base_dir=None, stop_at=None, **overrides
+    out: Path,
+    schedule,
+    unit: str,
+    epochs: int,
+    resume: str | None = None,
+    base_dir=None,
+    stop_at=None,
+    extra=(),
+    **overrides,
 ):
-    """The user's unchanged training script: wrap at rank 6, Trainer + DMRGRankCallback, optionally resume."""
+    """The user's unchanged training script: wrap at rank 6, Trainer + DMRGRankCallback (+ the ``extra`` callbacks,
+    after it), optionally resume."""
     model = wrap(
         _base(base_dir),
         MetaTTConfig(
@@ -81,7 +90,7 @@ def _script(
         "seed": 0,
     }
     args = transformers.TrainingArguments(**{**settings, **overrides})
-    callbacks = [callback] if stop_at is None else [callback, _StopAt(stop_at)]
+    callbacks = [callback, *extra] if stop_at is None else [callback, *extra, _StopAt(stop_at)]
     trainer = transformers.Trainer(model=model, args=args, train_dataset=_data(), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume)
     return trainer, callback

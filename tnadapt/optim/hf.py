@@ -25,16 +25,36 @@ Saving, reloading and resuming (``docs/rank_adaptive.md``, "Hugging Face Trainer
   pre-hook resizes the cores to the checkpoint's ranks first (before the optimizer is built
   and ``optimizer.pt`` is loaded), so weights, optimizer state and LR schedule all match.
 * The callback's own state (counter ``t``, :attr:`history`, growth-noise generator) is kept
-  in the Trainer's ``state.stateful_callbacks`` under :data:`STATE_KEY`, so it travels in each
-  checkpoint's ``trainer_state.json`` and is restored at ``on_train_begin`` of a resumed run.
+  in the Trainer's ``state.stateful_callbacks`` under its :attr:`~DMRGRankCallback.state_key`, so it
+  travels in each checkpoint's ``trainer_state.json`` and is restored at ``on_train_begin`` of a resumed run.
+  The key is :data:`STATE_KEY` for an unnamed callback and ``f"{STATE_KEY}[{name}]"`` (:func:`state_key`) for
+  ``DMRGRankCallback(..., name=name)``.
   A milestone that was due but not yet applied when the checkpoint was written (unit
   ``"epoch"``, a step checkpoint at the last step of an epoch: the Trainer saves it before
-  ``on_epoch_end``) is applied then, as the uninterrupted run did.  For a checkpoint without
+  ``on_epoch_end``) is applied at the resumed run's first ``on_epoch_begin`` (``on_train_end`` if no epoch is
+  left) — after every callback's ``on_train_begin`` has checked its saved ranks against the checkpoint's, and
+  before any training step, as in the uninterrupted run.  For a checkpoint without
   that state (older tnadapt) the counter starts at the Trainer's progress in *completed*
   units (``global_step``, or ``floor(state.epoch)``).
 
+Several callbacks in one Trainer — e.g. a rank schedule per epoch beside a gauge fix every 8 optimizer
+steps — need distinct names, so that each keeps its own state in the checkpoint (each state records the
+adapters' ranks, so after a sweep every ``DMRGRankCallback`` of the run re-publishes its own)::
+
+    callbacks = [DMRGRankCallback({1: 4}, unit="epoch"),
+                 DMRGRankCallback(GaugeSchedule(8, center="in"), unit="step", name="gauge")]
+
+Two callbacks with the same key (two unnamed ones, or the same ``name`` twice; also one callback instance
+registered twice) would overwrite each other's state: the second one's ``on_train_begin`` raises a
+``ValueError`` instead, before any step.  The keys claimed in a run are marked on the Trainer's ``state``
+object itself, as an attribute outside its dataclass fields, so the mark is never written to
+``trainer_state.json`` and every ``train()`` call (resumed or not, which builds a fresh ``state``) starts
+without it.  Renaming a callback between a run and its resume loses its saved state (the renamed one counts on
+from the Trainer's progress, as for an older checkpoint).
+
 On CPU a resumed run reproduces the uninterrupted one bit for bit, losses, ranks, cores and
-optimizer state (``tests/optim/test_hf_checkpoints.py``).  The Trainer's LR scheduler is
+optimizer state (``tests/optim/test_hf_checkpoints.py``;
+with a rank and a gauge callback together, ``tests/optim/test_hf_multi.py``).  The Trainer's LR scheduler is
 untouched.  Multi-process Trainer runs (DDP after :func:`tnadapt.optim.prepare_distributed`; what
 is refused and why) are covered in ``docs/training_at_scale.md``.
 
@@ -59,12 +79,31 @@ from .records import SweepRecord
 from .scheduler import DMRGRankScheduler, TTAdapterLike
 from .schedules import ScheduleLike
 
-__all__ = ["STATE_KEY", "DMRGRankCallback"]
+__all__ = ["STATE_KEY", "DMRGRankCallback", "state_key"]
 
 #: Key of the callback's scheduler state in ``TrainerState.stateful_callbacks`` (``trainer_state.json``).
 #: Not the class name: the Trainer's ``restore_callback_states_from_checkpoint`` rebuilds the callbacks
 #: it finds under their class names from JSON constructor arguments, which a schedule is not.
 STATE_KEY = "tnadapt.DMRGRankCallback"
+
+#: Attribute set on the Trainer's ``state`` object (not a dataclass field: never serialised) mapping each state key
+#: claimed in the current ``train()`` call to the callback that claimed it.
+_CLAIMS_ATTR = "_tnadapt_dmrg_state_keys"
+
+
+def state_key(name: str | None = None) -> str:
+    """The ``state.stateful_callbacks`` key of ``DMRGRankCallback(..., name=name)``.
+
+    >>> state_key(), state_key("gauge")
+    ('tnadapt.DMRGRankCallback', 'tnadapt.DMRGRankCallback[gauge]')
+    """
+    if name is None:
+        return STATE_KEY
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a non-empty str or None, got {type(name).__name__}")
+    if not name.strip():
+        raise ValueError(f"name: expected a non-empty str or None, got {name!r}")
+    return f"{STATE_KEY}[{name}]"
 
 
 class DMRGRankCallback(TrainerCallback):
@@ -78,6 +117,10 @@ class DMRGRankCallback(TrainerCallback):
         The TT adapters; default: every TT adapter found in the Trainer's model.
     unit:
         ``"epoch"`` (default) or ``"step"`` (optimizer steps, i.e. ``state.global_step``).
+    name:
+        Distinguishes this callback's checkpointed state from another ``DMRGRankCallback``'s in the same Trainer:
+        the state is kept under :attr:`state_key` (``STATE_KEY`` when ``None``, the default, else
+        ``f"{STATE_KEY}[{name}]"``).  A non-empty str; needed for every callback but one when several run together.
     **scheduler_kwargs:
         Passed to :class:`~tnadapt.optim.DMRGRankScheduler` (``growth_noise``, ``seed``, ...).
     """
@@ -88,15 +131,20 @@ class DMRGRankCallback(TrainerCallback):
         *,
         adapters: TTAdapterLike | Sequence[TTAdapterLike] | nn.Module | None = None,
         unit: str = "epoch",
+        name: str | None = None,
         **scheduler_kwargs: Any,
     ) -> None:
         if unit not in ("epoch", "step"):
             raise ValueError(f"unit: expected 'epoch' or 'step', got {unit!r}")
+        #: Key of this callback's state in ``state.stateful_callbacks`` (see :func:`state_key`).
+        self.state_key = state_key(name)
+        self.name = name
         self.schedule = schedule
         self.adapters = adapters
         self.unit = unit
         self.scheduler_kwargs = scheduler_kwargs
         self.scheduler: DMRGRankScheduler | None = None
+        self._pending: int | None = None  # a milestone a resumed checkpoint left due, applied at the next event
 
     @property
     def history(self) -> list[SweepRecord]:
@@ -137,13 +185,13 @@ class DMRGRankCallback(TrainerCallback):
             return
         if not isinstance(getattr(state, "stateful_callbacks", None), dict):
             state.stateful_callbacks = {}
-        state.stateful_callbacks[STATE_KEY] = self.scheduler.state_dict()
+        state.stateful_callbacks[self.state_key] = self.scheduler.state_dict()
 
     def _restore(self, sched: DMRGRankScheduler, saved: Any) -> None:
         """Load the scheduler state a checkpoint carried (ranks and optimizer shapes are checked)."""
         if not isinstance(saved, Mapping):
             raise ValueError(
-                f"state.stateful_callbacks[{STATE_KEY!r}]: expected the DMRGRankScheduler state (an object), "
+                f"state.stateful_callbacks[{self.state_key!r}]: expected the DMRGRankScheduler state (an object), "
                 f"got {type(saved).__name__}"
             )
         saved = dict(saved)
@@ -152,27 +200,85 @@ class DMRGRankCallback(TrainerCallback):
             saved["schedule"] = sched.schedule.describe()
         sched.load_state_dict(saved)
 
+    def _claim(self, state: Any) -> None:
+        """Refuse a second callback (or a second registration of this one) publishing under the same key."""
+        claims = getattr(state, _CLAIMS_ATTR, None)
+        if not isinstance(claims, dict):
+            claims = {}
+            setattr(state, _CLAIMS_ATTR, claims)
+        other = claims.get(self.state_key)
+        if other is self:
+            raise ValueError(
+                f"DMRGRankCallback: this callback (state key {self.state_key!r}) is registered twice in the "
+                "Trainer; its schedule would be stepped twice per event"
+            )
+        if other is not None:
+            raise ValueError(
+                f"DMRGRankCallback: two callbacks in this Trainer keep their state under the same key "
+                f"{self.state_key!r} in state.stateful_callbacks (the checkpoint would hold only one of them); "
+                "give each a distinct name=..., e.g. DMRGRankCallback(GaugeSchedule(8), unit='step', name='gauge')"
+            )
+        claims[self.state_key] = self
+
+    def _publish_all(self, state: Any) -> None:
+        """After a sweep: publish every ``DMRGRankCallback`` of this run, whose saved ``ranks`` must follow the model's."""
+        claims = getattr(state, _CLAIMS_ATTR, None)
+        others = [cb for cb in claims.values() if cb is not self] if isinstance(claims, dict) else []
+        for cb in [self, *others]:
+            cb._publish(state)
+
+    def _step(self, state: Any, t: int) -> None:
+        records = self._sched().step(t)
+        if records:
+            self._publish_all(state)
+        else:
+            self._publish(state)
+
+    def _sched(self) -> DMRGRankScheduler:
+        assert self.scheduler is not None
+        return self.scheduler
+
+    def _catch_up(self, state: Any) -> None:
+        """Apply the milestone a resumed checkpoint left due (see :meth:`on_train_begin`)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            if pending > self._sched().t:
+                self._step(state, pending)
+
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
+        self._claim(state)
+        self._pending = None
         sched = self._ensure(args, model, optimizer)
         # Completed units of a resumed run.  A checkpoint written mid-epoch has a fractional
         # ``state.epoch``: the epoch in progress has not completed, so floor it (rounding up
         # would skip that epoch's milestone).
         done = state.global_step if self.unit == "step" else math.floor((state.epoch or 0) + 1e-6)
-        saved = (getattr(state, "stateful_callbacks", None) or {}).get(STATE_KEY)
+        saved = (getattr(state, "stateful_callbacks", None) or {}).get(self.state_key)
         if saved is not None:  # resuming a checkpoint written by this callback
             self._restore(sched, saved)
-            if done > sched.t:  # due but not applied yet when the checkpoint was written
-                sched.step(int(done))
+            if done > sched.t:
+                # Due but not applied yet when the checkpoint was written.  Applied at the next event (on_epoch_begin,
+                # or on_train_end when no epoch is left), once every DMRGRankCallback of the Trainer has restored its
+                # state against the checkpoint's ranks.
+                self._pending = int(done)
         elif done > sched.t:  # a checkpoint without callback state: count on, no sweep now
             sched.t = done
         self._publish(state)
 
+    def on_epoch_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        self._catch_up(state)
+
+    def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        self._catch_up(state)
+
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
         if self.unit == "step":
-            self._ensure(args, model, optimizer).step(int(state.global_step))
-            self._publish(state)
+            self._ensure(args, model, optimizer)
+            self._catch_up(state)
+            self._step(state, int(state.global_step))
 
     def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
         if self.unit == "epoch":
-            self._ensure(args, model, optimizer).step(round(state.epoch))
-            self._publish(state)
+            self._ensure(args, model, optimizer)
+            self._catch_up(state)
+            self._step(state, round(state.epoch))
