@@ -20,6 +20,18 @@ Phases (each resumable: runs are appended to ``OUT/<phase>.jsonl`` as they finis
 ``--summary`` prints the Markdown tables (from the jsonl files); ``--plot PNG`` draws accuracy vs trainable
 parameters, one panel per task.  Every run goes through :func:`tnadapt.finetune.run.run` (``tnadapt finetune``).
 
+The sweep's rates suit its run length: ``--sweep-rates lora=5e-4,1e-3,2e-3`` replaces a family's (recorded in
+``OUT/sweep_settings.json``, so later phases and ``--summary`` use the same).  ``--rate-study DIR...`` reads the sweeps
+of several run lengths (one OUT each, e.g. ``--train-size 256 / 1024 / 3000``) and prints the best rate of each
+family against the number of optimiser steps with the fitted power law — the measurement behind the default
+learning rate (:mod:`tnadapt.finetune.lr_rule`).  The full-size frontier of docs/results.md (table 9)::
+
+    python examples/frontier.py --out docs/results/frontier_full --train-size 3000 --valid-size 1000 \
+        --max-length 64 --metatt-alpha 2 --seeds 0 --phases sweep --match "=MetaTT-4D r=8 alpha=2" "=LoRA r=8" \
+        --sweep-rates metatt=1e-3,2e-3,5e-3 lora=5e-4,1e-3,2e-3
+    python examples/frontier.py --out docs/results/frontier_full --train-size 3000 --valid-size 1000 \
+        --max-length 64 --metatt-alpha 2 --phases frontier heldout --match "=MetaTT-4D r=8" "=LoRA r=8" "=LoRA r=1" "=head only"
+
 Run: ``python examples/frontier.py --out docs/results/frontier --phases sweep levers frontier heldout``
 (about 90 minutes at one thread on a shared CPU core with the defaults).
 """
