@@ -42,7 +42,7 @@ from typing import overload
 import torch
 
 from . import linalg
-from ._errors import check_finite, check_min_rank, check_positive_float, check_rank_spec, describe
+from ._errors import check_finite, describe
 from ._numerics import stable_norm
 from ._sweeps import drop_redundant_ranks
 from .batch import TTBatch
@@ -273,7 +273,7 @@ def matvec_round(
     >>> fast.tt.ranks, abs(float(fast.error) - float((matvec(A, x) - fast.tt).norm())) < 1e-10
     ((1, 3, 4, 3, 1), True)
     """
-    from .rounding import round_tt
+    from .rounding import check_truncation_args, round_tt
 
     _check_operand("x", a, x)
     if method not in _METHODS:
@@ -291,12 +291,8 @@ def matvec_round(
             residual=stable_norm(rep.discarded),
             method=method,
         )
-    check_positive_float("eps", eps)
-    check_positive_float("cutoff", cutoff)
-    check_min_rank(min_rank)
-    check_finite("x", list(x.cores))
+    caps = check_truncation_args(x, max_rank, eps, cutoff, min_rank, name="x")
     check_finite("A", list(a.cores))
-    caps = check_rank_spec("max_rank", max_rank, a.order - 1)
     return _zipup(a, x, caps, eps, cutoff, min_rank)
 
 

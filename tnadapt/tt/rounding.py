@@ -38,15 +38,23 @@ __all__ = ["check_truncation_args", "round_tt"]
 
 
 def check_truncation_args(
-    tt: TensorTrain, max_rank: int | Sequence[int] | None, eps: float | None, cutoff: float | None, min_rank: int
+    tt: TensorTrain,
+    max_rank: int | Sequence[int] | None,
+    eps: float | None,
+    cutoff: float | None,
+    min_rank: int,
+    *,
+    name: str = "tt",
 ) -> list[int] | None:
-    """Validate the shared truncation arguments; returns per-bond caps (or ``None``)."""
+    """Validate the shared truncation arguments; returns per-bond caps (or ``None``).
+
+    ``name``: what the errors call ``tt`` (the argument's name at the caller)."""
     if not isinstance(tt, TensorTrain):
-        raise TypeError(f"tt: expected a TensorTrain, got {type(tt).__name__}")
+        raise TypeError(f"{name}: expected a TensorTrain, got {type(tt).__name__}")
     check_positive_float("eps", eps)
     check_positive_float("cutoff", cutoff)
     check_min_rank(min_rank)
-    check_finite("tt", list(tt.cores))
+    check_finite(name, list(tt.cores))
     return check_rank_spec("max_rank", max_rank, tt.order - 1)
 
 
