@@ -434,11 +434,12 @@ def summary(out: Path, alpha: float | None, grid: Mapping[str, tuple[str, tuple[
 def _steps(config: Mapping[str, Any]) -> int:
     """Optimiser steps of a run: epochs x batches per epoch (a task smaller than --train-size gives fewer)."""
     from tnadapt.data import load_embedded
+    from tnadapt.finetune.lr_rule import optimiser_steps
 
     train = config["train"]
     size = len(load_embedded(config["data"][0]["dataset"], "train"))
     n = min(size, config["train_size"]) if config["train_size"] else size
-    return int(train["epochs"]) * math.ceil(n / int(train["batch_size"]))
+    return optimiser_steps(n, train["batch_size"], train["epochs"])
 
 
 def fit_power_law(points: Sequence[tuple[int, float]]) -> tuple[float, float]:

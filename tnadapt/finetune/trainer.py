@@ -276,7 +276,7 @@ def _light_batch(data: Encoded, rows: list[int]) -> dict[str, torch.Tensor]:
 
 def _check_core_names(attached: Attached, scales: dict[str, float]) -> None:
     """``--core-lr-scale`` needs tensor-train cores, and names that are theirs."""
-    from ..optim.param_groups import core_names_of
+    from ..optim.param_groups import core_names
 
     adapters = attached.tt_adapters()
     if not adapters:
@@ -284,7 +284,7 @@ def _check_core_names(attached: Attached, scales: dict[str, float]) -> None:
             f"--core-lr-scale: per-core learning rates need a MetaTT adapter (tensor-train cores), "
             f"not --adapter {attached.spec.method}"
         )
-    valid = list(dict.fromkeys(n for a in adapters for n in core_names_of(a)))
+    valid = core_names(adapters)
     unknown = [k for k in scales if k not in valid]
     if unknown:
         raise UserError(
@@ -418,7 +418,7 @@ class Trainer:
                 params=params,
             )
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.settings.weight_decay)
-        steps = self.settings.epochs * self._batches_per_epoch()
+        steps = optimiser_steps(len(self.train_data), self.settings.batch_size, self.settings.epochs)
         warmup = round(self.settings.warmup_ratio * steps)
         lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_warmup_decay(steps, warmup))
         rank_sched = None
@@ -437,9 +437,6 @@ class Trainer:
 
         schedule = GaugeSchedule(s.gauge_every, center=_gauge_center(s))
         return DMRGRankScheduler(opt, self.attached.tt_adapters(), schedule, unit="step")
-
-    def _batches_per_epoch(self) -> int:
-        return math.ceil(len(self.train_data) / self.settings.batch_size)
 
     def _ranks(self) -> list[list[int]]:
         return [list(a.ranks) for a in self.attached.tt_adapters()]

@@ -53,6 +53,11 @@ def core_names_of(adapter: object) -> tuple[str, ...]:
     return tuple(str(n) for n in names)
 
 
+def core_names(adapters: Iterable[object]) -> tuple[str, ...]:
+    """Every core name of ``adapters`` (:func:`core_names_of`), each once, in order of first appearance."""
+    return tuple(dict.fromkeys(n for a in adapters for n in core_names_of(a)))
+
+
 def _check_scale(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"scales[{name!r}]: expected a finite number > 0, got {value!r}")
@@ -118,7 +123,7 @@ def core_param_groups(
     except (ValueError, TypeError) as exc:
         message = str(exc).split(": ", 1)[-1]
         raise type(exc)(f"model_or_adapters: {message}") from None
-    valid = tuple(dict.fromkeys(n for _, a in named for n in core_names_of(a)))
+    valid = core_names(a for _, a in named)
     checked: dict[str, float] = {}
     for key, value in scales.items():
         if not isinstance(key, str) or key not in valid:
